@@ -67,7 +67,7 @@ class Args:
     dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
     # --- one step = prompts_per_step x num_generations completions
-    max_steps: int = field(default=60, metadata={"help": "number of training steps (one rollout batch each)"})
+    max_steps: int = field(default=120, metadata={"help": "number of training steps (one rollout batch each)"})
     prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
     num_generations: int = field(default=8, metadata={"help": "G: completions per prompt (the group)"})
     max_prompt_length: int = field(default=256, metadata={"help": "prompts are left-truncated to this many tokens"})
@@ -84,10 +84,10 @@ class Args:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward (gradient accumulation)"})
     # --- evaluation, logging, checkpoints
-    eval_every: int = field(default=10, metadata={"help": "evaluate every N steps (and at the start and end); 0 = start and end only"})
+    eval_every: int = field(default=20, metadata={"help": "evaluate every N steps (and at the start and end); 0 = start and end only"})
     eval_size: int = field(default=256, metadata={"help": "held-out problems"})
     eval_num_samples: int = field(default=4, metadata={"help": "samples per problem for sampled accuracy (0 = greedy only)"})
-    log_samples_every: int = field(default=10, metadata={"help": "write a few completions to samples.jsonl every N steps"})
+    log_samples_every: int = field(default=20, metadata={"help": "write a few completions to samples.jsonl every N steps"})
     save_every: int = field(default=20, metadata={"help": "write a resumable checkpoint every N steps (0 = only at the end)"})
     output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
     run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})

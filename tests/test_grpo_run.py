@@ -112,7 +112,7 @@ def test_prompts_go_through_the_chat_template_when_there_is_one(untrained_model_
     ids, mask = encode_prompts(tok, [[{"role": "user", "content": "1+2"}], [{"role": "user", "content": "33+44"}]],
                                64, "cpu")
     assert tok.decode(ids[0][mask[0].bool()]) == "<|user|>1+2<|assistant|>"
-    assert mask[0].tolist()[:3] == [0, 0, 0]  # left padding
+    assert mask[0].tolist()[:3] == [0, 0, 1]  # left padding: "1+2" is two characters shorter
     tok.chat_template = None
     ids, mask = encode_prompts(tok, [[{"role": "user", "content": "1+2"}]], 64, "cpu")
     assert tok.decode(ids[0]) == "1+2"
@@ -123,3 +123,12 @@ def test_cli_rejects_bad_arguments_before_loading_anything():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "error: --num_generations must be >= 2 (a group needs a baseline)"
+
+
+def test_grpo_learns_the_tiny_task(tiny_path, tmp_path):
+    """The real learning test: default hyper-parameters, 40 steps (about 30 s on 2 cores)."""
+    out = grpo.main(grpo.Args(model=tiny_path, max_steps=40, eval_every=0, eval_size=128, save_every=0,
+                              output_dir=str(tmp_path)))
+    before, after = out["first_eval"], out["last_eval"]
+    assert after["eval/sampled_acc"] >= before["eval/sampled_acc"] + 0.15, (before, after)
+    assert after["eval/greedy_acc"] > before["eval/greedy_acc"], (before, after)
