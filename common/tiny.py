@@ -118,6 +118,6 @@ def ensure_tiny(path: str | None = None, seed: int = 0) -> str:
                 return path
     except (OSError, ValueError):
         pass
-    log.info("building the tiny model (first run only, about a minute on 2 CPU cores)")
+    log.info("building the tiny model (first run only, 2-3 minutes on 2 CPU cores)")
     build_tiny(path, seed)
     return path
