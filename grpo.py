@@ -172,7 +172,8 @@ def main(args: Args) -> dict:
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
     totals = dict.fromkeys(["time/train_total", "tokens/generated_total", "tokens/trained_total",
-                            "rollouts/generated_total", "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
+                            "rollouts/generated_total", "updates_total", "skipped/degenerate_total",
+                            "skipped/nonfinite_total"], 0)
     start_step = 0
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     if args.resume:
@@ -223,15 +224,20 @@ def main(args: Args) -> dict:
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
-        advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
         group_std = rewards.view(B, G).std(1)
         m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
                  frac_reward_zero_std=(group_std == 0).float().mean().item())
+        advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
+        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
+            with open(samples_path, "a") as f:
+                for i in range(min(2 * G, len(texts))):
+                    f.write(json.dumps({"step": step, "prompt": rows[i // G]["prompt"], "completion": texts[i],
+                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
         m["time/score"] = time.time() - t
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
         t = time.time()
-        micro_batches = [torch.arange(i, min(i + args.micro_batch_size, B * G), device=device)
-                         for i in range(0, B * G, args.micro_batch_size)]
+        N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
+        micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
         with torch.no_grad():
             if args.num_iterations > 1:
@@ -245,7 +251,7 @@ def main(args: Args) -> dict:
         t = time.time()
         num_tokens = int(completion_mask.sum())
         stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained = [], 0
+        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
         if bool((advantages == 0).all()) and args.beta == 0:
             totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
@@ -258,9 +264,10 @@ def main(args: Args) -> dict:
                     old = logp.detach() if old_logps is None else old_logps[mb]
                     ref = None if ref_logps is None else ref_logps[mb]
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
-                    loss = aggregate_loss(token_loss, mask, args.loss_type, B * G, num_tokens, args.max_completion_length)
+                    loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
                     loss.backward()
                     tokens_trained += int(mask.sum())
+                    rollouts_trained += len(mb)
                     w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
                     stats["loss"] += loss.item() / args.num_iterations
                     stats["clip_ratio/low_mean"] += (low * w).sum().item()
@@ -273,6 +280,7 @@ def main(args: Args) -> dict:
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
                     optimizer.step()
+                    totals["updates_total"] += 1
                 else:
                     totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
                 optimizer.zero_grad(set_to_none=True)
@@ -287,9 +295,10 @@ def main(args: Args) -> dict:
         totals["time/train_total"] += m["time/step"]
         totals["tokens/generated_total"] += int(lengths.sum())
         totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += B * G
+        totals["rollouts/generated_total"] += lengths.numel()
         m.update(totals)
         m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
+                  "rollouts/trained": rollouts_trained,
                   "completions/mean_length": lengths.float().mean().item(),
                   "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
                   "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
@@ -300,11 +309,6 @@ def main(args: Args) -> dict:
             m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
-        if args.log_samples_every and step % args.log_samples_every == 0:
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, B * G)):  # the first two groups
-                    f.write(json.dumps({"step": step, "prompt": rows[i // G]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
             rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}

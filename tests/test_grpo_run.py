@@ -7,24 +7,11 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 import grpo
 from common.rollout import encode_prompts, load_policy
 from common.tiny import build_model, build_tokenizer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = dict(max_steps=2, prompts_per_step=8, num_generations=4, eval_size=8, eval_num_samples=1,
-             eval_every=0, save_every=0, log_samples_every=1)
-
-
-def params(path):
-    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
-
-
-def records(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+from tests.helpers import ROOT, SMALL, params, records
 
 
 def test_smoke_run_writes_outputs_and_changes_every_parameter(tiny_path, tmp_path):
