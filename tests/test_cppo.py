@@ -1,0 +1,82 @@
+"""cppo.py: the pruning rule on the spec's vectors and against a reference sort, the allocation rule,
+the neutral setting P = 0 (= grpo.py), argument checks, and a smoke run."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import cppo
+from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+
+prune = cppo.prune_completions
+
+
+def test_spec_single_group():
+    adv = cppo.group_advantages(torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0]), 8)
+    assert adv[0].item() == pytest.approx(1.207381, abs=1e-6) and adv[1].item() == pytest.approx(-0.724429, abs=1e-6)
+    assert prune(adv, 0.5).tolist() == [0, 1, 4, 5]   # the three successes + the first failure
+    assert prune(adv, 0.75).tolist() == [0, 4]        # two of the three successes
+    assert prune(adv, 0.875).tolist() == [0]
+
+
+def test_spec_two_groups_global_vs_per_group():
+    rewards = torch.tensor([1.0, 0, 0, 0, 1, 1, 1, 0])  # g1 = [1,0,0,0], g2 = [1,1,1,0]
+    adv = cppo.group_advantages(rewards, 4)
+    assert adv.abs().tolist() == pytest.approx([1.4997, 0.4999, 0.4999, 0.4999, 0.4999, 0.4999, 0.4999, 1.4997],
+                                               abs=1e-4)
+    assert prune(adv, 0.5).tolist() == [0, 1, 2, 7]         # global: both rare outcomes, then ties by index
+    assert prune(adv, 0.5, group_size=4).tolist() == [0, 1, 4, 7]  # per group: two each
+
+
+def test_against_a_reference_sort():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 40))
+        rate = float(rng.choice([0.0, 0.25, 0.5, 0.7, 0.75, 0.875, 0.9375, rng.uniform(0, 0.99)]))
+        adv = torch.tensor(rng.choice([0.0, 0.5, -0.5, 1.5, rng.normal()], n))  # many ties on purpose
+        keep = n - int(np.floor(n * rate + 1e-9))
+        expected = sorted(sorted(range(n), key=lambda i: (-abs(adv[i].item()), i))[:keep])
+        assert prune(adv, rate).tolist() == expected, (adv, rate)
+
+
+def test_floors_and_degenerate_steps():
+    assert len(prune(torch.zeros(10), 0.7)) == 3  # floor(10 * 0.7) = 7 dropped, despite 0.7 * 10 = 6.999...
+    assert prune(torch.zeros(5), 0.5).tolist() == [0, 1, 2]  # all-zero advantages: the lowest indices survive
+    assert prune(torch.ones(4), 0.0).tolist() == [0, 1, 2, 3]
+    assert prune(torch.tensor([0.1]), 0.9).tolist() == [0]  # something always survives: floor(N P) < N
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prune_rate", "1.0"], "error: --prune_rate must be in [0, 1)"),
+    (["--prune_rate", "-0.1"], "error: --prune_rate must be in [0, 1)"),
+    (["--scope", "batch"], "error: unknown --scope 'batch' (global, group)"),
+])
+def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
+    proc = subprocess.run([sys.executable, "cppo.py", "--model", "/nonexistent", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+
+
+def test_no_pruning_is_exactly_grpo(tiny_path, tmp_path):
+    assert_same_as_grpo(cppo, tiny_path, tmp_path, dict(prune_rate=0.0), steps=2)
+
+
+def test_smoke_run_with_allocation_keeps_the_update_size(tiny_path, tmp_path):
+    out = cppo.main(cppo.Args(model=tiny_path, output_dir=str(tmp_path), prune_rate=0.75, **SMALL))
+    for r in records(out["run_dir"]):
+        assert r["cppo/prompts_per_step"] == 32  # 8 / (1 - 0.75)
+        assert r["rollouts/trained"] in (0, 8 * 4)  # GRPO's update size (0 if the step had no signal)
+        assert r["cppo/kept_fraction"] == 0.25
+        assert r["cppo/abs_adv_kept"] >= r["cppo/abs_adv_pruned"]
+    assert records(out["run_dir"])[-1]["rollouts/generated_total"] == 2 * 32 * 4
+
+
+def test_without_allocation_the_step_keeps_its_prompts(tiny_path, tmp_path):
+    out = cppo.main(cppo.Args(model=tiny_path, output_dir=str(tmp_path), prune_rate=0.5, allocation=False,
+                              scope="group", **SMALL))
+    rec = records(out["run_dir"])[-1]
+    assert rec["cppo/prompts_per_step"] == 8 and rec["rollouts/generated_total"] == 2 * 8 * 4
+    assert rec["rollouts/trained"] in (0, 8 * 2)
