@@ -1,0 +1,390 @@
+"""DGG: Dynamic Gradient Gating of rollout reuse = grpo.py + reusing each batch K times, gated by the lm_head gradient.
+
+Paper: Miao et al., "When to Stop Reusing: Dynamic Gradient Gating for Sample-Efficient RLVR",
+arXiv 2605.19425 (the "Disproportionate Weight Divergence" paper). No official code was available.
+
+The phenomenon. Rollouts are the expensive part of RLVR, so reuse each batch for K optimiser
+updates, as PPO does (num_iterations = K, with the clipped ratio against the batch's old policy).
+In RLVR this often *hurts*: the paper traces the damage to the lm_head, whose weights change
+disproportionately (a surge) while the middle layers barely move, and shows that the lm_head
+gradient norm lower-bounds the policy divergence. So watch that norm, and when it jumps on a
+reused batch, drop that update and stop reusing the batch: sample fresh rollouts instead.
+
+The gate (our concrete reading; the paper's exact rule is unconfirmed, see below). For the k-th pass
+over a batch (k = 1..K), after backward and before clipping and the optimiser step:
+    g_k  = || grad_{W_lm_head} L ||_2          (tied embeddings: the shared matrix's gradient)
+    dg   = g_k - g_prev                        g_prev = the last *applied* update's g
+    z    = (dg - mean(window)) / (std(window) + 1e-8)      window = the last W dg of applied updates,
+                                                            population std
+    drop if  k >= 2  and  the window is full  and  z > tau
+A dropped update zeroes the gradients and skips optimizer.step(), so Adam's moments never see it
+(feeding Adam a zero gradient would still decay and apply them), and the batch's remaining passes
+are abandoned. Pass 1 is never gated: it is exactly GRPO's single-use update.
+
+Symbols: K = `num_iterations` (default 4 here), tau = `gate_tau` (0.5), W = `gate_window` (20).
+Neutral settings (tested): tau = inf is grpo.py with num_iterations = K; K = 1 is grpo.py.
+
+Unconfirmed in the paper's rule, decided by shared/spec/DECISIONS.md: the statistic is the
+increment dg, not g itself; the norm is not squared; W = 20; population std; the gate looks only at
+the lm_head gradient, taken before global clipping; "intercept" = skip the optimiser step. Also our
+choice: the window lives in memory, so --resume starts it afresh (it refills in W updates).
+
+Logs: dgg/lm_head_grad_norm/pass<k> for every pass, dgg/z, dgg/fired_at_pass (0 = none),
+dgg/passes (applied updates on this batch), dgg/fired_total, and the relative weight change of
+the step, ||W_after - W_before|| / ||W_before||, of the lm_head and of a middle layer's MLP
+(dgg/rel_change/lm_head, dgg/rel_change/mid_layer): the disproportionate divergence, visible.
+
+Run it:
+    python dgg.py                                      # offline tiny demo: K = 4, tau = 0.5
+    python dgg.py --gate_tau inf                       # naive reuse, K = 4 (no gate)
+    python dgg.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
+        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
+        --micro_batch_size 8 --max_steps 500 --eval_every 50
+Outputs go to runs/<run_name>/ as for grpo.py, with dgg/* metrics added.
+"""
+
+import collections  # === DGG ===
+import copy
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import trange
+from transformers import HfArgumentParser
+
+from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.tasks import load_task, prompt_indices, score_completions
+
+
+@dataclass
+class Args:
+    # --- model and data
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
+    dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
+    # --- one step = prompts_per_step x num_generations completions
+    max_steps: int = field(default=120, metadata={"help": "number of training steps (one rollout batch each)"})
+    prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
+    num_generations: int = field(default=8, metadata={"help": "G: completions per prompt (the group)"})
+    max_prompt_length: int = field(default=256, metadata={"help": "prompts are left-truncated to this many tokens"})
+    max_completion_length: int = field(default=64, metadata={"help": "longer completions are cut and counted as clipped"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also divides the logits in the loss)"})
+    # --- the objective (TRL names)
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (1e-4 suits the tiny model; ~1e-6 for real LLMs)"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient; 0 = no reference model is loaded"})
+    epsilon: float = field(default=0.2, metadata={"help": "lower clip range of the ratio"})
+    epsilon_high: float | None = field(default=None, metadata={"help": "upper clip range (default: epsilon)"})
+    # === DGG: reuse each batch up to K times, gated
+    num_iterations: int = field(default=4, metadata={"help": "K: most optimiser passes over each rollout batch"})
+    gate_tau: float = field(default=0.5, metadata={"help": "tau: drop an update whose lm_head z-score exceeds this (inf = no gate)"})
+    gate_window: int = field(default=20, metadata={"help": "W: applied updates in the gate's sliding window"})
+    # === end DGG ===
+    loss_type: str = field(default="dapo", metadata={"help": "dapo (token mean), grpo (sequence mean) or dr_grpo"})
+    scale_rewards: str = field(default="group", metadata={"help": "divide advantages by the std of the group, the batch, or none"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward (gradient accumulation)"})
+    # --- evaluation, logging, checkpoints
+    eval_every: int = field(default=20, metadata={"help": "evaluate every N steps (and at the start and end); 0 = start and end only"})
+    eval_size: int = field(default=256, metadata={"help": "held-out problems"})
+    eval_num_samples: int = field(default=4, metadata={"help": "samples per problem for sampled accuracy (0 = greedy only)"})
+    log_samples_every: int = field(default=20, metadata={"help": "write a few completions to samples.jsonl every N steps"})
+    save_every: int = field(default=20, metadata={"help": "write a resumable checkpoint every N steps (0 = only at the end)"})
+    output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
+    run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    # --- hardware
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+
+
+def validate(args: Args) -> None:
+    """Fail with one clear line before anything heavy is loaded."""
+    checks = [
+        (args.max_steps >= 1, "--max_steps must be >= 1"),
+        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
+        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
+        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
+        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
+        (args.temperature > 0, "--temperature must be > 0"),
+        (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.beta >= 0, "--beta must be >= 0"),
+        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
+        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
+        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
+        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
+        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
+         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
+    ]
+    # === DGG
+    checks += [(args.gate_window >= 1, "--gate_window must be >= 1"),
+               (not np.isnan(args.gate_tau), "--gate_tau must be a number (inf disables the gate)")]
+    # === end DGG ===
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+    """A_i = (r_i - group mean) / (std + 1e-4); a group whose rewards are all equal gets A = 0."""
+    grouped = rewards.view(-1, num_generations)
+    advantages = grouped - grouped.mean(1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = advantages / (grouped.std(1, keepdim=True) + 1e-4)
+    elif scale_rewards == "batch":
+        advantages = advantages / (rewards.std() + 1e-4)
+    return torch.nan_to_num(advantages.view(-1), nan=0.0)
+
+
+def clipped_token_loss(logp, old_logp, advantages, epsilon_low, epsilon_high, ref_logp=None, beta=0.0):
+    """Per-token PPO-clip loss (+ beta k3). Returns the loss and the low/high clip indicators."""
+    ratio = torch.exp(logp - old_logp)
+    a = advantages.unsqueeze(1)
+    loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * a)
+    if beta > 0:
+        d = ref_logp - logp
+        loss = loss + beta * (torch.exp(d) - d - 1)
+    clipped_low = (ratio < 1 - epsilon_low) & (a < 0)
+    clipped_high = (ratio > 1 + epsilon_high) & (a > 0)
+    return loss, clipped_low, clipped_high
+
+
+def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tokens: int, max_completion_length: int):
+    """This micro-batch's share of the step loss; the normalisers are the whole step's."""
+    mask = mask.to(token_loss.dtype)
+    if loss_type == "grpo":
+        return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / num_sequences
+    if loss_type == "dr_grpo":
+        return (token_loss * mask).sum() / (num_sequences * max_completion_length)
+    return (token_loss * mask).sum() / max(num_tokens, 1)  # dapo
+
+
+# === DGG
+class GradientGate:
+    """Z-score of the lm_head gradient norm's step-to-step change over a window of applied updates."""
+
+    def __init__(self, window: int, tau: float):
+        self.window, self.tau = window, tau
+        self.deltas = collections.deque(maxlen=window)  # dg of the last `window` applied updates
+        self.last = None  # g of the last applied update
+        self.z = None  # the last z-score computed (None until the window is full)
+
+    def should_drop(self, grad_norm: float, pass_index: int) -> bool:
+        """pass_index counts from 1; the first pass over a batch is never dropped."""
+        self.z = None
+        if self.last is None or len(self.deltas) < self.window:
+            return False
+        deltas = torch.tensor(list(self.deltas), dtype=torch.float64)
+        self.z = ((grad_norm - self.last - deltas.mean()) / (deltas.std(correction=0) + 1e-8)).item()
+        return pass_index >= 2 and self.z > self.tau
+
+    def update(self, grad_norm: float) -> None:
+        """Record an update that was applied."""
+        if self.last is not None:
+            self.deltas.append(grad_norm - self.last)
+        self.last = grad_norm
+# === end DGG ===
+
+
+def main(args: Args) -> dict:
+    validate(args)
+    # ------------------------------------------------------------------ setup
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
+    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
+    task = load_task(args.task, args.dataset_path, args.eval_size)
+    model, tok = load_policy(args.model, device, args.gradient_checkpointing)
+    ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    B, G = args.prompts_per_step, args.num_generations
+    eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
+    totals = dict.fromkeys(["time/train_total", "tokens/generated_total", "tokens/trained_total",
+                            "rollouts/generated_total", "updates_total", "skipped/degenerate_total",
+                            "skipped/nonfinite_total"], 0)
+    # === DGG: the gate, and the two weights whose relative change shows the divergence
+    gate, totals["dgg/fired_total"] = GradientGate(args.gate_window, args.gate_tau), 0
+    lm_head = model.get_output_embeddings().weight  # with tied embeddings this is the embedding matrix
+    mid_layer = model.model.layers[len(model.model.layers) // 2].mlp.down_proj.weight
+    # === end DGG ===
+    start_step = 0
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    if args.resume:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
+        start_step, totals = ckpt["step"], ckpt["totals"]
+        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": script}, f, indent=2)
+    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
+    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
+        open(metrics_path, "w").close(), open(samples_path, "w").close()
+    else:
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)["step"] < start_step]
+        with open(metrics_path, "w") as f:
+            f.writelines(kept)
+
+    def run_eval():
+        t = time.time()
+        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
+                       args.eval_num_samples, bf16=args.bf16)
+        return {**out, "time/eval": time.time() - t}
+
+    first_eval = run_eval() if start_step == 0 else None
+    if first_eval:
+        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
+    for step in bar:
+        t_step = time.time()
+        m = {"step": step}
+        # ------------------------------------------------------------------ rollout
+        rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
+        prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
+        completion_ids, completion_mask, truncated = generate(
+            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
+        input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), completion_ids], 1)
+        attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), completion_mask], 1)
+        L = completion_ids.size(1)
+        lengths = completion_mask.sum(1)
+        m["time/generate"] = time.time() - t_step
+        # ------------------------------------------------------------------ reward and advantage
+        t = time.time()
+        texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
+                                 skip_special_tokens=True)
+        rewards, reward_means = score_completions(task, rows, texts, G)
+        group_std = rewards.view(B, G).std(1)
+        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
+        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
+            with open(samples_path, "a") as f:
+                for i in range(min(2 * G, len(texts))):
+                    f.write(json.dumps({"step": step, "prompt": rows[i // G]["prompt"], "completion": texts[i],
+                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        m["time/score"] = time.time() - t
+        # ------------------------------------------------------------------ old / reference log-probs (only when needed)
+        t = time.time()
+        N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
+        micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
+        old_logps = ref_logps = None
+        with torch.no_grad():
+            if args.num_iterations > 1:
+                old_logps = torch.cat([per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+            if ref_model is not None:
+                ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+        m["time/logps"] = time.time() - t
+        # ------------------------------------------------------------------ policy update
+        t = time.time()
+        num_tokens = int(completion_mask.sum())
+        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
+        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        if bool((advantages == 0).all()) and args.beta == 0:
+            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+        else:
+            model.train()
+            lm_before, mid_before = lm_head.detach().clone(), mid_layer.detach().clone()  # === DGG ===
+            m["dgg/fired_at_pass"] = 0  # === DGG ===
+            for it in range(args.num_iterations):
+                for mb in micro_batches:
+                    mask = completion_mask[mb]
+                    logp, entropy = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                    args.bf16, with_entropy=(it == 0))
+                    old = logp.detach() if old_logps is None else old_logps[mb]
+                    ref = None if ref_logps is None else ref_logps[mb]
+                    token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
+                    loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
+                    loss.backward()
+                    tokens_trained += int(mask.sum())
+                    rollouts_trained += len(mb)
+                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
+                    stats["loss"] += loss.item() / args.num_iterations
+                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
+                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
+                    if entropy is not None:
+                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
+                    if ref is not None:
+                        d = (ref - logp).detach()
+                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
+                # === DGG: a spike in the lm_head gradient on a reused batch drops this update and ends reuse
+                g = lm_head.grad.norm().item()
+                m[f"dgg/lm_head_grad_norm/pass{it + 1}"] = g
+                if gate.should_drop(g, it + 1):
+                    optimizer.zero_grad(set_to_none=True)  # Adam never sees it: no step, no moment update
+                    m["dgg/fired_at_pass"], totals["dgg/fired_total"] = it + 1, totals["dgg/fired_total"] + 1
+                    break
+                # === end DGG ===
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                    optimizer.step()
+                    totals["updates_total"] += 1
+                    gate.update(g)  # === DGG: only applied updates enter the window ===
+                else:
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                optimizer.zero_grad(set_to_none=True)
+                grad_norms.append(grad_norm.item())
+        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
+        # === DGG
+        if grad_norms:
+            m.update({"dgg/z": gate.z, "dgg/passes": len(grad_norms),
+                      "dgg/rel_change/lm_head": ((lm_head - lm_before).norm() / lm_before.norm()).item(),
+                      "dgg/rel_change/mid_layer": ((mid_layer - mid_before).norm() / mid_before.norm()).item()})
+        # === end DGG ===
+        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
+        if args.beta == 0:
+            del m["kl"]
+        m["time/update"] = time.time() - t
+        # ------------------------------------------------------------------ logging, evaluation, checkpoint
+        m["time/step"] = time.time() - t_step
+        totals["time/train_total"] += m["time/step"]
+        totals["tokens/generated_total"] += int(lengths.sum())
+        totals["tokens/trained_total"] += tokens_trained
+        totals["rollouts/generated_total"] += lengths.numel()
+        m.update(totals)
+        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
+                  "rollouts/trained": rollouts_trained,
+                  "completions/mean_length": lengths.float().mean().item(),
+                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
+                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
+        if step == 0 and first_eval:
+            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
+        done = step + 1
+        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
+            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(m) + "\n")
+        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
+            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
+            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+
+    model.save_pretrained(os.path.join(run_dir, "final"))
+    tok.save_pretrained(os.path.join(run_dir, "final"))
+    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
+    if first_eval:
+        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
+              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
+              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+
+
+if __name__ == "__main__":
+    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
