@@ -1,0 +1,415 @@
+"""D3S: Dynamic Dual-Level Down-Sampling = grpo.py + keeping the max-Var(A) rollouts, then the top |A| x entropy tokens.
+
+Paper: "Learning More with Less: A Dynamic Dual-Level Down-Sampling Framework for Efficient Policy
+Optimization", arXiv 2509.22115. No official code was available; the rules below follow
+shared/spec/algorithms.md section 5 and DECISIONS.md (several details are unconfirmed, listed below).
+
+The idea. Not every rollout, and not every token of a rollout, carries gradient signal. D3S
+down-samples at two levels. Sample level: keep the N rollouts whose advantages have the largest
+variance (the paper links Var(A) to an upper bound on the policy-gradient norm); by default this
+is done across the whole step ("cross"), so rollouts of all-right or all-wrong groups (A = 0, in
+the middle of the sorted order) drop out first. Token level: within the kept rollouts, keep the
+K% of tokens with the largest |A_i| x H_it, the advantage times the policy's entropy there: the
+uncertain positions of the informative rollouts. Both keep ratios follow a schedule from
+aggressive to mild, a curriculum that avoids over-fitting to the high-signal data early on.
+
+What one step computes (advantages A on the full groups, exactly as grpo.py, never re-normalised):
+    p        = step / (max_steps - 1)                                 training progress in [0, 1]
+    ratio(p) = (1 - p) ratio_start + p ratio_end                      for samples and for tokens
+    S        = argmax_{|S| = N} Var({A_i : i in S}),  N = floor(sample_ratio(p) B G)   (cross)
+               or per group, N_g = floor(sample_ratio(p) G)                             (intra, "D3S-I")
+               solved exactly as PODS: some optimum is "k largest + (N - k) smallest", sort once,
+               prefix sums, candidates k = N, 0, 1, ..., N - 1, strict ">" (stable ties, lower index)
+    H_it     = -sum_v pi(v | ...) log pi(v | ...)                        current policy, detached
+    T        = top floor(token_ratio(p) x #tokens of S) tokens of S by |A_i| H_it   (the whole step)
+    loss     = grpo.py's clipped token loss, token mean over T (loss_type dapo)
+
+Variants as flags: D1S = sample level only (--token_ratio_start 1 --token_ratio_end 1), D2S = no
+schedule (start = end), D3S-I = --scope intra. The neutral setting, every ratio 1, *is* grpo.py
+(tested). Defaults: samples 0.5 -> 1, tokens 0.5 -> 1 (see benchmarks/d3s_vs_grpo.py).
+
+Where this file differs from (or decides for) the paper: the schedule values are ours (the paper's
+are unconfirmed); the token top-K is over the whole step and the loss normaliser is the kept
+tokens; the entropies come from a no-grad forward pass of the kept rollouts just before the
+update (same parameters as the update's forward, so the same values; it costs one extra forward
+pass, which a single-micro-batch implementation could avoid, but it keeps the update's memory at
+one micro-batch). Token selection saves no compute here (the masked tokens still run forward and
+backward); sample selection does.
+
+Run it:
+    python d3s.py                                      # offline tiny demo: cross-group D3S
+    python d3s.py --token_ratio_start 1 --token_ratio_end 1          # D1S-Cross
+    python d3s.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
+        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
+        --micro_batch_size 8 --max_steps 500 --eval_every 50
+Outputs go to runs/<run_name>/ as for grpo.py, with d3s/* metrics added.
+"""
+
+import copy
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import trange
+from transformers import HfArgumentParser
+
+from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.tasks import load_task, prompt_indices, score_completions
+
+
+@dataclass
+class Args:
+    # --- model and data
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
+    dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
+    # --- one step = prompts_per_step x num_generations completions
+    max_steps: int = field(default=120, metadata={"help": "number of training steps (one rollout batch each)"})
+    prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
+    num_generations: int = field(default=8, metadata={"help": "G: completions per prompt (the group)"})
+    max_prompt_length: int = field(default=256, metadata={"help": "prompts are left-truncated to this many tokens"})
+    max_completion_length: int = field(default=64, metadata={"help": "longer completions are cut and counted as clipped"})
+    # === D3S: what to keep, and the schedule from start (p = 0) to end (p = 1)
+    scope: str = field(default="cross", metadata={"help": "sample selection across the whole step (cross) or per group (intra)"})
+    sample_ratio_start: float = field(default=0.5, metadata={"help": "fraction of the step's rollouts kept at the start"})
+    sample_ratio_end: float = field(default=1.0, metadata={"help": "... and at the end of training"})
+    token_ratio_start: float = field(default=0.5, metadata={"help": "fraction of the kept rollouts' tokens kept at the start"})
+    token_ratio_end: float = field(default=1.0, metadata={"help": "... and at the end of training"})
+    # === end D3S ===
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also divides the logits in the loss)"})
+    # --- the objective (TRL names)
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (1e-4 suits the tiny model; ~1e-6 for real LLMs)"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient; 0 = no reference model is loaded"})
+    epsilon: float = field(default=0.2, metadata={"help": "lower clip range of the ratio"})
+    epsilon_high: float | None = field(default=None, metadata={"help": "upper clip range (default: epsilon)"})
+    num_iterations: int = field(default=1, metadata={"help": "mu: optimiser passes over each rollout batch"})
+    loss_type: str = field(default="dapo", metadata={"help": "dapo (token mean), grpo (sequence mean) or dr_grpo"})
+    scale_rewards: str = field(default="group", metadata={"help": "divide advantages by the std of the group, the batch, or none"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward (gradient accumulation)"})
+    # --- evaluation, logging, checkpoints
+    eval_every: int = field(default=20, metadata={"help": "evaluate every N steps (and at the start and end); 0 = start and end only"})
+    eval_size: int = field(default=256, metadata={"help": "held-out problems"})
+    eval_num_samples: int = field(default=4, metadata={"help": "samples per problem for sampled accuracy (0 = greedy only)"})
+    log_samples_every: int = field(default=20, metadata={"help": "write a few completions to samples.jsonl every N steps"})
+    save_every: int = field(default=20, metadata={"help": "write a resumable checkpoint every N steps (0 = only at the end)"})
+    output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
+    run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    # --- hardware
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+
+
+def validate(args: Args) -> None:
+    """Fail with one clear line before anything heavy is loaded."""
+    checks = [
+        (args.max_steps >= 1, "--max_steps must be >= 1"),
+        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
+        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
+        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
+        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
+        (args.temperature > 0, "--temperature must be > 0"),
+        (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.beta >= 0, "--beta must be >= 0"),
+        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
+        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
+        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
+        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
+        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
+         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
+    ]
+    # === D3S
+    ratios = (args.sample_ratio_start, args.sample_ratio_end, args.token_ratio_start, args.token_ratio_end)
+    per = args.num_generations if args.scope == "intra" else args.prompts_per_step * args.num_generations
+    checks += [(args.scope in ("cross", "intra"), f"unknown --scope {args.scope!r} (cross, intra)"),
+               (all(0 < r <= 1 for r in ratios), "the sample and token ratios must be in (0, 1]"),
+               (int(min(ratios[:2]) * per + 1e-9) >= 2, f"the sample ratios must keep >= 2 of {per} rollouts")]
+    # === end D3S ===
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+    """A_i = (r_i - group mean) / (std + 1e-4); a group whose rewards are all equal gets A = 0."""
+    grouped = rewards.view(-1, num_generations)
+    advantages = grouped - grouped.mean(1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = advantages / (grouped.std(1, keepdim=True) + 1e-4)
+    elif scale_rewards == "batch":
+        advantages = advantages / (rewards.std() + 1e-4)
+    return torch.nan_to_num(advantages.view(-1), nan=0.0)
+
+
+def clipped_token_loss(logp, old_logp, advantages, epsilon_low, epsilon_high, ref_logp=None, beta=0.0):
+    """Per-token PPO-clip loss (+ beta k3). Returns the loss and the low/high clip indicators."""
+    ratio = torch.exp(logp - old_logp)
+    a = advantages.unsqueeze(1)
+    loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * a)
+    if beta > 0:
+        d = ref_logp - logp
+        loss = loss + beta * (torch.exp(d) - d - 1)
+    clipped_low = (ratio < 1 - epsilon_low) & (a < 0)
+    clipped_high = (ratio > 1 + epsilon_high) & (a > 0)
+    return loss, clipped_low, clipped_high
+
+
+def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tokens: int, max_completion_length: int):
+    """This micro-batch's share of the step loss; the normalisers are the whole step's."""
+    mask = mask.to(token_loss.dtype)
+    if loss_type == "grpo":
+        return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / num_sequences
+    if loss_type == "dr_grpo":
+        return (token_loss * mask).sum() / (num_sequences * max_completion_length)
+    return (token_loss * mask).sum() / max(num_tokens, 1)  # dapo
+
+
+# === D3S
+def select_max_variance(values: torch.Tensor, num_keep: int) -> torch.Tensor:
+    """Indices (ascending) of the num_keep values with the largest variance: the best "k largest +
+    (num_keep - k) smallest" candidate, scored with prefix sums after one stable sort."""
+    n, m = values.numel(), num_keep
+    v, order = torch.sort(values.detach().double().cpu(), descending=True, stable=True)
+    zero = v.new_zeros(1)
+    c1, c2 = torch.cat([zero, v.cumsum(0)]), torch.cat([zero, (v ** 2).cumsum(0)])
+
+    def spread(k):  # num_keep * population variance of the candidate
+        lo = n - (m - k)
+        s, q = c1[k] + c1[n] - c1[lo], c2[k] + c2[n] - c2[lo]
+        return (q - s * s / m).item()
+
+    best_k, best = m, spread(m)
+    for k in range(m):  # order k = m, 0, 1, ..., m - 1; a later candidate must be better beyond rounding
+        score = spread(k)
+        if score > best + 1e-9 * (1 + abs(best)):
+            best_k, best = k, score
+    return torch.cat([order[:best_k], order[n - (m - best_k):]]).sort().values
+
+
+def token_keep_mask(advantages, entropy, completion_mask, keep_ratio: float) -> torch.Tensor:
+    """Bool mask of the top floor(keep_ratio x #tokens) completion tokens of the step by |A_i| x H_it."""
+    valid = completion_mask.bool()
+    if keep_ratio >= 1:
+        return valid
+    score = (advantages.abs().unsqueeze(1) * entropy).masked_fill(~valid, -1.0).flatten()
+    keep = max(1, int(keep_ratio * int(valid.sum()) + 1e-9))
+    top = torch.sort(score.cpu(), descending=True, stable=True).indices[:keep]  # ties: the lower flat index
+    return torch.zeros_like(score, dtype=torch.bool).index_fill_(0, top.to(score.device), True).view_as(valid)
+
+
+def keep_schedule(progress: float, start: float, end: float) -> float:
+    """Linear from start (progress 0) to end (progress 1)."""
+    return start + (end - start) * min(max(progress, 0.0), 1.0)
+# === end D3S ===
+
+
+def main(args: Args) -> dict:
+    validate(args)
+    # ------------------------------------------------------------------ setup
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
+    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
+    task = load_task(args.task, args.dataset_path, args.eval_size)
+    model, tok = load_policy(args.model, device, args.gradient_checkpointing)
+    ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    B, G = args.prompts_per_step, args.num_generations
+    eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
+    totals = dict.fromkeys(["time/train_total", "tokens/generated_total", "tokens/trained_total",
+                            "rollouts/generated_total", "updates_total", "skipped/degenerate_total",
+                            "skipped/nonfinite_total"], 0)
+    start_step = 0
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    if args.resume:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
+        start_step, totals = ckpt["step"], ckpt["totals"]
+        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": script}, f, indent=2)
+    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
+    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
+        open(metrics_path, "w").close(), open(samples_path, "w").close()
+    else:
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)["step"] < start_step]
+        with open(metrics_path, "w") as f:
+            f.writelines(kept)
+
+    def run_eval():
+        t = time.time()
+        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
+                       args.eval_num_samples, bf16=args.bf16)
+        return {**out, "time/eval": time.time() - t}
+
+    first_eval = run_eval() if start_step == 0 else None
+    if first_eval:
+        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
+    for step in bar:
+        t_step = time.time()
+        m = {"step": step}
+        # ------------------------------------------------------------------ rollout
+        rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
+        prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
+        completion_ids, completion_mask, truncated = generate(
+            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
+        input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), completion_ids], 1)
+        attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), completion_mask], 1)
+        L = completion_ids.size(1)
+        lengths = completion_mask.sum(1)
+        m["time/generate"] = time.time() - t_step
+        # ------------------------------------------------------------------ reward and advantage
+        t = time.time()
+        texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
+                                 skip_special_tokens=True)
+        rewards, reward_means = score_completions(task, rows, texts, G)
+        group_std = rewards.view(B, G).std(1)
+        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
+        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
+            with open(samples_path, "a") as f:
+                for i in range(min(2 * G, len(texts))):
+                    f.write(json.dumps({"step": step, "prompt": rows[i // G]["prompt"], "completion": texts[i],
+                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        # === D3S: sample level, the max-Var(A) rollouts (advantages stay as computed on the full groups)
+        progress = step / max(args.max_steps - 1, 1)
+        sample_ratio = keep_schedule(progress, args.sample_ratio_start, args.sample_ratio_end)
+        token_ratio = keep_schedule(progress, args.token_ratio_start, args.token_ratio_end)
+        if args.scope == "cross":
+            kept = select_max_variance(advantages, max(2, int(sample_ratio * B * G + 1e-9)))
+        else:
+            kept = torch.cat([g * G + select_max_variance(advantages[g * G:(g + 1) * G], max(2, int(sample_ratio * G + 1e-9)))
+                              for g in range(B)])
+        kept = kept.to(device)
+        from_zero_std = (group_std == 0).to(device).repeat_interleave(G)[kept]
+        m.update({"d3s/sample_ratio": sample_ratio, "d3s/token_ratio": token_ratio, "d3s/samples_kept": kept.numel(),
+                  "d3s/frac_kept_from_zero_std": from_zero_std.float().mean().item()})
+        input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
+        advantages = advantages[kept]
+        # === end D3S ===
+        m["time/score"] = time.time() - t
+        # ------------------------------------------------------------------ old / reference log-probs (only when needed)
+        t = time.time()
+        N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
+        micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
+        old_logps = ref_logps = None
+        with torch.no_grad():
+            if args.num_iterations > 1:
+                old_logps = torch.cat([per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+            if ref_model is not None:
+                ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+        # === D3S: token level, the top token_ratio of the kept tokens by |A| x entropy, over the whole step
+        if token_ratio < 1:
+            with torch.no_grad():
+                entropy = torch.cat([per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                     args.bf16, with_entropy=True)[1] for mb in micro_batches])
+            keep = token_keep_mask(advantages, entropy, completion_mask, token_ratio)
+            score, dropped = advantages.abs().unsqueeze(1) * entropy, completion_mask.bool() & ~keep
+            m.update({"d3s/score_kept": score[keep].mean().item(),
+                      "d3s/score_dropped": score[dropped].mean().item() if dropped.any() else 0.0})
+            completion_mask = keep.to(completion_mask.dtype)  # the loss (a token mean) sees only the kept tokens
+        m["d3s/tokens_kept"] = int(completion_mask.sum())
+        # === end D3S ===
+        m["time/logps"] = time.time() - t
+        # ------------------------------------------------------------------ policy update
+        t = time.time()
+        num_tokens = int(completion_mask.sum())
+        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
+        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        if bool((advantages == 0).all()) and args.beta == 0:
+            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+        else:
+            model.train()
+            for it in range(args.num_iterations):
+                for mb in micro_batches:
+                    mask = completion_mask[mb]
+                    logp, entropy = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                    args.bf16, with_entropy=(it == 0))
+                    old = logp.detach() if old_logps is None else old_logps[mb]
+                    ref = None if ref_logps is None else ref_logps[mb]
+                    token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
+                    loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
+                    loss.backward()
+                    tokens_trained += int(mask.sum())
+                    rollouts_trained += len(mb)
+                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
+                    stats["loss"] += loss.item() / args.num_iterations
+                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
+                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
+                    if entropy is not None:
+                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
+                    if ref is not None:
+                        d = (ref - logp).detach()
+                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                    optimizer.step()
+                    totals["updates_total"] += 1
+                else:
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                optimizer.zero_grad(set_to_none=True)
+                grad_norms.append(grad_norm.item())
+        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
+        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
+        if args.beta == 0:
+            del m["kl"]
+        m["time/update"] = time.time() - t
+        # ------------------------------------------------------------------ logging, evaluation, checkpoint
+        m["time/step"] = time.time() - t_step
+        totals["time/train_total"] += m["time/step"]
+        totals["tokens/generated_total"] += int(lengths.sum())
+        totals["tokens/trained_total"] += tokens_trained
+        totals["rollouts/generated_total"] += lengths.numel()
+        m.update(totals)
+        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
+                  "rollouts/trained": rollouts_trained,
+                  "completions/mean_length": lengths.float().mean().item(),
+                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
+                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
+        if step == 0 and first_eval:
+            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
+        done = step + 1
+        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
+            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(m) + "\n")
+        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
+            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
+            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+
+    model.save_pretrained(os.path.join(run_dir, "final"))
+    tok.save_pretrained(os.path.join(run_dir, "final"))
+    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
+    if first_eval:
+        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
+              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
+              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+
+
+if __name__ == "__main__":
+    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
