@@ -1,0 +1,449 @@
+"""GVM-RAFT: Gradient-Variance-Minimising sample allocation = grpo.py + a pilot stage, per-prompt budgets, RAFT/RAFT++.
+
+Paper: "Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization in Rejection
+Sampling and RL", arXiv 2505.02391; official code: RLHFlow/GVM (an offline, multi-stage verl pipeline).
+
+The idea. Training a reasoner is EM over latent chains of thought: the E-step samples rationales
+and keeps those that reach the right answer (rejection sampling), the M-step fine-tunes on them
+(RAFT). Giving every prompt the same number of samples wastes budget: an easy prompt needs few
+samples to yield an accepted one, a hard one many, and prompts differ in how much their gradient
+matters. GVM spends a fixed budget where it reduces the variance of the stochastic gradient most,
+using each prompt's acceptance rate p_i and gradient norm G_i, estimated from a small pilot sample.
+
+One step (B prompts, budget N = B x `num_generations`):
+    pilot     N' = `num_pilot` samples per prompt; accepted = reward > 0.5; p_i = #accepted / N'
+    G_i       mean over prompt i's accepted pilot samples of || d(-sum_t log pi(y_t | x, y_<t)) / dE ||_2,
+              E = the input embedding matrix (the official cheap proxy); G_i = 0 if none accepted
+    allocate  w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1))   (w_i = 0 if p_i = 0 or G_i = 0)
+              n_i = N w_i / sum_j w_j, rounded by largest remainder so that sum_i n_i = N exactly,
+              capped at `max_per_prompt` (the excess is re-spread); all w_i = 0 -> uniform
+    sample    reuse the first min(n_i, N') pilot samples, draw n_i - N' more where n_i > N'
+    M-step    raft:   -A_i log pi(y_it),  A_i = max(r_i, 0) on accepted samples, 0 otherwise (SFT)
+              raft++: grpo.py's clipped ratio loss with the same A (differs from raft when a batch
+                      is reused, num_iterations > 1, as the official runs do with mini-batches)
+              grpo:   group advantages over each prompt's n_i samples; a group of one gets A = r
+With alpha = 0 the rule n_i ~ G_i / sqrt(p_i) is the Lagrange solution of "minimise
+sum_i G_i^2 / (n_i p_i) subject to sum_i n_i = N"; the alpha / p term starves prompts that are
+nearly never solved.
+
+Symbols: N' = `num_pilot`, N / B = `num_generations`, alpha = `alloc_alpha`, beta = `alloc_beta`
+(not the KL beta). `allocation uniform` skips the pilot and gives every prompt num_generations
+samples: with `estimator grpo` that *is* grpo.py (tested).
+
+What the official pipeline does differently: it runs the stages offline over 1024-prompt batches
+with N' = 8 and N = 8n (here online, every step, with our small defaults), caps n_i at 24, uses a
+KL loss (0.001), mini-batch reuse for RAFT++, and for tied embeddings takes the gradient of the
+shared matrix; we take the input-embedding part of the gradient (exact for the untied tiny model,
+a lower bound otherwise) with one batched backward instead of one per sample. The pilot samples
+of prompts that get n_i < N' are generated and discarded; they count in rollouts/generated_total.
+
+Run it:
+    python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++
+    python gvm_raft.py --allocation uniform            # RAFT++ with num_generations samples per prompt
+    python gvm_raft.py --estimator grpo                # GVM-GRPO
+    python gvm_raft.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
+        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
+        --num_pilot 4 --micro_batch_size 8 --max_steps 500 --eval_every 50
+Outputs go to runs/<run_name>/ as for grpo.py, with gvm/* metrics added.
+"""
+
+import copy
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import trange
+from transformers import HfArgumentParser
+
+from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.tasks import load_task, prompt_indices, score_completions
+
+
+@dataclass
+class Args:
+    # --- model and data
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
+    dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
+    # --- one step = prompts_per_step x num_generations completions
+    max_steps: int = field(default=120, metadata={"help": "number of training steps (one rollout batch each)"})
+    prompts_per_step: int = field(default=16, metadata={"help": "B: prompts per step"})
+    num_generations: int = field(default=8, metadata={"help": "G: completions per prompt (the group)"})
+    # === GVM: the budget is B x num_generations samples per step, spread by the allocation
+    estimator: str = field(default="raft++", metadata={"help": "M-step: raft (SFT on accepted), raft++ (ratio + clip) or grpo"})
+    allocation: str = field(default="gvm", metadata={"help": "gvm (pilot + variance-minimising n_i) or uniform (G per prompt)"})
+    num_pilot: int = field(default=4, metadata={"help": "N': pilot samples per prompt for p_i and G_i"})
+    max_per_prompt: int = field(default=24, metadata={"help": "cap on n_i (0 = none)"})
+    alloc_alpha: float = field(default=1e-3, metadata={"help": "alpha in w = G / sqrt(p + alpha / p^(beta - 1))"})
+    alloc_beta: float = field(default=2.0, metadata={"help": "beta in the same (not the KL coefficient)"})
+    accept_threshold: float = field(default=0.5, metadata={"help": "a sample is accepted when its reward exceeds this"})
+    # === end GVM ===
+    max_prompt_length: int = field(default=256, metadata={"help": "prompts are left-truncated to this many tokens"})
+    max_completion_length: int = field(default=64, metadata={"help": "longer completions are cut and counted as clipped"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also divides the logits in the loss)"})
+    # --- the objective (TRL names)
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate (1e-4 suits the tiny model; ~1e-6 for real LLMs)"})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient; 0 = no reference model is loaded"})
+    epsilon: float = field(default=0.2, metadata={"help": "lower clip range of the ratio"})
+    epsilon_high: float | None = field(default=None, metadata={"help": "upper clip range (default: epsilon)"})
+    num_iterations: int = field(default=1, metadata={"help": "mu: optimiser passes over each rollout batch"})
+    loss_type: str = field(default="dapo", metadata={"help": "dapo (token mean), grpo (sequence mean) or dr_grpo"})
+    scale_rewards: str = field(default="group", metadata={"help": "divide advantages by the std of the group, the batch, or none"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    micro_batch_size: int = field(default=64, metadata={"help": "sequences per forward/backward (gradient accumulation)"})
+    # --- evaluation, logging, checkpoints
+    eval_every: int = field(default=20, metadata={"help": "evaluate every N steps (and at the start and end); 0 = start and end only"})
+    eval_size: int = field(default=256, metadata={"help": "held-out problems"})
+    eval_num_samples: int = field(default=4, metadata={"help": "samples per problem for sampled accuracy (0 = greedy only)"})
+    log_samples_every: int = field(default=20, metadata={"help": "write a few completions to samples.jsonl every N steps"})
+    save_every: int = field(default=20, metadata={"help": "write a resumable checkpoint every N steps (0 = only at the end)"})
+    output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
+    run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    # --- hardware
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+
+
+def validate(args: Args) -> None:
+    """Fail with one clear line before anything heavy is loaded."""
+    checks = [
+        (args.max_steps >= 1, "--max_steps must be >= 1"),
+        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
+        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
+        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
+        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
+        (args.temperature > 0, "--temperature must be > 0"),
+        (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.beta >= 0, "--beta must be >= 0"),
+        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
+        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
+        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
+        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
+        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
+         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
+    ]
+    # === GVM
+    checks += [(args.estimator in ("raft", "raft++", "grpo"), f"unknown --estimator {args.estimator!r} (raft, raft++, grpo)"),
+               (args.allocation in ("gvm", "uniform"), f"unknown --allocation {args.allocation!r} (gvm, uniform)"),
+               (args.num_pilot >= 1 and args.alloc_alpha >= 0, "--num_pilot must be >= 1 and --alloc_alpha >= 0"),
+               (args.max_per_prompt == 0 or args.max_per_prompt >= args.num_generations,
+                "--max_per_prompt must be 0 or >= num_generations (else the budget does not fit)"),
+               (args.estimator != "raft" or args.beta == 0, "--estimator raft is plain SFT: use raft++ for a KL term"),
+               (args.scale_rewards != "batch", "--scale_rewards batch is not defined for per-prompt budgets")]
+    # === end GVM ===
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+    """A_i = (r_i - group mean) / (std + 1e-4); a group whose rewards are all equal gets A = 0."""
+    grouped = rewards.view(-1, num_generations)
+    advantages = grouped - grouped.mean(1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = advantages / (grouped.std(1, keepdim=True) + 1e-4)
+    elif scale_rewards == "batch":
+        advantages = advantages / (rewards.std() + 1e-4)
+    return torch.nan_to_num(advantages.view(-1), nan=0.0)
+
+
+def clipped_token_loss(logp, old_logp, advantages, epsilon_low, epsilon_high, ref_logp=None, beta=0.0):
+    """Per-token PPO-clip loss (+ beta k3). Returns the loss and the low/high clip indicators."""
+    ratio = torch.exp(logp - old_logp)
+    a = advantages.unsqueeze(1)
+    loss = -torch.min(ratio * a, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * a)
+    if beta > 0:
+        d = ref_logp - logp
+        loss = loss + beta * (torch.exp(d) - d - 1)
+    clipped_low = (ratio < 1 - epsilon_low) & (a < 0)
+    clipped_high = (ratio > 1 + epsilon_high) & (a > 0)
+    return loss, clipped_low, clipped_high
+
+
+def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tokens: int, max_completion_length: int):
+    """This micro-batch's share of the step loss; the normalisers are the whole step's."""
+    mask = mask.to(token_loss.dtype)
+    if loss_type == "grpo":
+        return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / num_sequences
+    if loss_type == "dr_grpo":
+        return (token_loss * mask).sum() / (num_sequences * max_completion_length)
+    return (token_loss * mask).sum() / max(num_tokens, 1)  # dapo
+
+
+# === GVM
+def allocate_budget(grad_norms, accept_rates, budget: int, alpha: float = 1e-3, beta: float = 2.0,
+                    max_per_prompt: int | None = None) -> torch.Tensor:
+    """Per-prompt sample counts n_i ~ G_i / sqrt(p_i + alpha / p_i^(beta - 1)), summing exactly to budget."""
+    g, p = torch.as_tensor(grad_norms, dtype=torch.float64), torch.as_tensor(accept_rates, dtype=torch.float64)
+    safe = p.clamp(min=1e-12)
+    w = torch.where((p > 0) & (g > 0), g / torch.sqrt(safe + alpha / safe ** (beta - 1)), torch.zeros_like(g))
+    if w.sum() == 0:
+        w = torch.ones_like(g)  # no prompt has any signal: fall back to uniform
+    cap = max_per_prompt or budget
+    counts = torch.zeros(len(g), dtype=torch.long)
+    while (left := budget - int(counts.sum())) > 0:  # capped prompts drop out and their excess is re-spread
+        room = torch.where(counts < cap, w, torch.zeros_like(w))
+        if room.sum() == 0:
+            room = (counts < cap).double()  # only zero-weight prompts have room left
+        share = left * room / room.sum()
+        add = share.floor().long()
+        rest = torch.sort(share - add, descending=True, stable=True).indices[:left - int(add.sum())]
+        add[rest] += 1  # largest remainders (ties: the lower index) fill what flooring left
+        counts = torch.minimum(counts + add, torch.tensor(cap))
+    return counts
+
+
+def embedding_grad_norms(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
+    """Per sequence: || gradient of its summed completion NLL w.r.t. the input embedding matrix ||_2."""
+    L = completion_mask.size(1)
+    emb = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False, logits_to_keep=L + 1,
+                   position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, -L:].unsqueeze(-1)).squeeze(-1)
+    # Sequences do not interact, so one backward of the summed NLL gives every row its own gradient.
+    (grad,) = torch.autograd.grad(-(logp * completion_mask).sum(), emb)
+    norms = []
+    for ids, row in zip(input_ids, grad * attention_mask.unsqueeze(-1)):
+        tokens, where = ids.unique(return_inverse=True)  # a token used twice adds into one matrix row
+        norms.append(torch.zeros(len(tokens), row.size(-1), device=row.device).index_add_(0, where, row.float()).norm())
+    return torch.stack(norms)
+# === end GVM ===
+
+
+def main(args: Args) -> dict:
+    validate(args)
+    # ------------------------------------------------------------------ setup
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
+    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
+    task = load_task(args.task, args.dataset_path, args.eval_size)
+    model, tok = load_policy(args.model, device, args.gradient_checkpointing)
+    ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    B, G = args.prompts_per_step, args.num_generations
+    eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
+    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
+                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
+                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
+    start_step = 0
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    if args.resume:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
+        start_step, totals = ckpt["step"], ckpt["totals"]
+        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": script}, f, indent=2)
+    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
+    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
+        open(metrics_path, "w").close(), open(samples_path, "w").close()
+    else:
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)["step"] < start_step]
+        with open(metrics_path, "w") as f:
+            f.writelines(kept)
+
+    def run_eval():
+        t = time.time()
+        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
+                       args.eval_num_samples, bf16=args.bf16)
+        return {**out, "time/eval": time.time() - t}
+
+    first_eval = run_eval() if start_step == 0 else None
+    if first_eval:
+        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
+    for step in bar:
+        t_step, cpu_step = time.time(), time.process_time()
+        m = {"step": step}
+        # ------------------------------------------------------------------ rollout
+        rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
+        prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
+        # === GVM: pilot samples -> p_i, G_i -> n_i; then the extra samples (uniform: grpo.py's rollout)
+        sample = lambda ids, mask, k: generate(model, tok, ids, mask, k, args.max_completion_length,  # noqa: E731
+                                               args.temperature, bf16=args.bf16)
+        counts, Np = torch.full((B,), G), args.num_pilot
+        if args.allocation == "uniform":
+            completion_ids, completion_mask, truncated = sample(prompt_ids, prompt_mask, G)
+        else:
+            t_pilot = time.time()
+            pilot_ids, pilot_mask, pilot_trunc = sample(prompt_ids, prompt_mask, Np)
+            pilot_texts = tok.batch_decode(pilot_ids.masked_fill(pilot_mask == 0, tok.pad_token_id), skip_special_tokens=True)
+            accepted = score_completions(task, rows, pilot_texts, Np)[0] > args.accept_threshold
+            norms, pilot_prompts = torch.zeros(B * Np), prompt_ids.repeat_interleave(Np, 0)
+            pilot_attention = torch.cat([prompt_mask.repeat_interleave(Np, 0), pilot_mask], 1)
+            for c in accepted.nonzero().flatten().to(device).split(args.micro_batch_size):  # G_i needs accepted ones only
+                ids = torch.cat([pilot_prompts[c], pilot_ids[c]], 1)
+                norms[c.cpu()] = embedding_grad_norms(model, ids, pilot_attention[c], pilot_mask[c]).cpu()
+            p = accepted.view(B, Np).double().mean(1)
+            grad_norm_i = norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
+            counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt)
+            extra = (counts - Np).clamp(min=0).to(device)
+            new = sample(prompt_ids.repeat_interleave(extra, 0), prompt_mask.repeat_interleave(extra, 0), 1) \
+                if extra.sum() else (pilot_ids[:0], pilot_mask[:0], pilot_trunc[:0])
+            width = max(pilot_ids.size(1), new[0].size(1))
+            pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.size(1)), value=v)  # noqa: E731
+            pool_ids = torch.cat([pad(pilot_ids, tok.pad_token_id), pad(new[0], tok.pad_token_id)])
+            pool_mask, pool_trunc = torch.cat([pad(pilot_mask, 0), pad(new[1], 0)]), torch.cat([pilot_trunc, new[2]])
+            take, nxt = [], B * Np  # per prompt: its first min(n_i, N') pilot samples, then its extra ones
+            for i in range(B):
+                take += [i * Np + k for k in range(min(int(counts[i]), Np))] + list(range(nxt, nxt + int(extra[i])))
+                nxt += int(extra[i])
+            completion_ids, completion_mask, truncated = pool_ids[take], pool_mask[take], pool_trunc[take]
+            totals["rollouts/generated_total"] += int((Np - counts.clamp(max=Np)).sum())  # discarded pilot samples
+            m.update({"gvm/time_pilot": time.time() - t_pilot, "gvm/accept_rate_mean": p.mean().item(),
+                      "gvm/prompts_without_support": int((p == 0).sum()), "gvm/grad_norm_mean": grad_norm_i.mean().item(),
+                      "gvm/grad_norm_max": grad_norm_i.max().item(), "gvm/samples_drawn": B * Np + int(extra.sum())})
+        m.update({"gvm/samples_used": int(counts.sum()), "gvm/allocation": counts.tolist()})
+        owner = torch.arange(B, device=device).repeat_interleave(counts.to(device))
+        # === end GVM ===
+        input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
+        attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
+        L = completion_ids.size(1)
+        lengths = completion_mask.sum(1)
+        m["time/generate"] = time.time() - t_step
+        # ------------------------------------------------------------------ reward and advantage
+        t = time.time()
+        texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
+                                 skip_special_tokens=True)
+        # === GVM: groups of n_i samples; the estimator sets the advantages
+        rewards, reward_means = score_completions(task, [rows[i] for i in owner.tolist()], texts, 1)
+        groups = [g for g in rewards.split(counts.tolist()) if len(g)]
+        group_std = torch.stack([g.std() if len(g) > 1 else g.new_zeros(()) for g in groups])
+        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        if args.estimator == "grpo":  # a group of one has no baseline: A = r
+            advantages = torch.cat([group_advantages(g, len(g), args.scale_rewards) if len(g) > 1 else g for g in groups])
+        else:  # RAFT, RAFT++: A = max(r, 0) on the accepted samples, 0 on the others
+            advantages = torch.where(rewards > args.accept_threshold, rewards.clamp(min=0), torch.zeros_like(rewards))
+        advantages = advantages.to(device)
+        m["gvm/accepted_samples"] = int((rewards > args.accept_threshold).sum())
+        # === end GVM ===
+        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
+            with open(samples_path, "a") as f:
+                for i in range(min(2 * G, len(texts))):
+                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
+                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        # === GVM: RAFT and RAFT++ train on the accepted samples only (the others have A = 0 and no gradient)
+        if args.estimator != "grpo":
+            kept = (advantages > 0).nonzero().flatten()
+            input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
+            advantages = advantages[kept]
+        # === end GVM ===
+        m["time/score"] = time.time() - t
+        # ------------------------------------------------------------------ old / reference log-probs (only when needed)
+        t = time.time()
+        N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
+        micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
+        old_logps = ref_logps = None
+        with torch.no_grad():
+            if args.num_iterations > 1:
+                old_logps = torch.cat([per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+            if ref_model is not None:
+                ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                       args.bf16)[0] for mb in micro_batches])
+        m["time/logps"] = time.time() - t
+        # ------------------------------------------------------------------ policy update
+        t = time.time()
+        num_tokens = int(completion_mask.sum())
+        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
+        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        if bool((advantages == 0).all()) and args.beta == 0:
+            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+        else:
+            model.train()
+            for it in range(args.num_iterations):
+                for mb in micro_batches:
+                    mask = completion_mask[mb]
+                    logp, entropy = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
+                                                    args.bf16, with_entropy=(it == 0))
+                    old = logp.detach() if old_logps is None else old_logps[mb]
+                    ref = None if ref_logps is None else ref_logps[mb]
+                    token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
+                    # === GVM: RAFT's M-step is SFT on the accepted samples: -A log pi, no ratio, no clipping
+                    if args.estimator == "raft":
+                        token_loss = -advantages[mb].unsqueeze(1) * logp
+                    # === end GVM ===
+                    loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
+                    loss.backward()
+                    tokens_trained += int(mask.sum())
+                    rollouts_trained += len(mb)
+                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
+                    stats["loss"] += loss.item() / args.num_iterations
+                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
+                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
+                    if entropy is not None:
+                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
+                    if ref is not None:
+                        d = (ref - logp).detach()
+                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                    optimizer.step()
+                    totals["updates_total"] += 1
+                else:
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                optimizer.zero_grad(set_to_none=True)
+                grad_norms.append(grad_norm.item())
+        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
+        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
+        if args.beta == 0:
+            del m["kl"]
+        m["time/update"] = time.time() - t
+        # ------------------------------------------------------------------ logging, evaluation, checkpoint
+        m["time/step"] = time.time() - t_step
+        totals["time/train_total"] += m["time/step"]
+        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
+        totals["tokens/generated_total"] += int(lengths.sum())
+        totals["tokens/trained_total"] += tokens_trained
+        totals["rollouts/generated_total"] += lengths.numel()
+        m.update(totals)
+        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
+                  "rollouts/trained": rollouts_trained,
+                  "completions/mean_length": lengths.float().mean().item(),
+                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
+                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
+        if step == 0 and first_eval:
+            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
+        done = step + 1
+        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
+            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(m) + "\n")
+        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
+            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
+            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+
+    model.save_pretrained(os.path.join(run_dir, "final"))
+    tok.save_pretrained(os.path.join(run_dir, "final"))
+    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
+    if first_eval:
+        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
+              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
+              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+
+
+if __name__ == "__main__":
+    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
