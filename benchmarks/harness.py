@@ -1,17 +1,25 @@
 """The one benchmark protocol (shared/spec/BENCHMARK.md) as a few functions every benchmark script uses.
 
-- `run(script, seed, label, flags)` trains one configuration in a subprocess (so each run gets a clean
-  process and the same threads) into benchmarks/results/<label>/seed<S>/, or reuses a finished run.
-- `curve(run_dir)` reads metrics.jsonl into evaluation points: updates, training seconds (evaluation
-  excluded), rollouts generated, tokens trained and held-out sampled/greedy accuracy.
-- `report(groups, baseline)` takes the baseline's mean curve over seeds, its peak P, the target 0.99 P,
-  and for every configuration: peak accuracy (mean, min-max over seeds), updates and training seconds
-  until its mean curve first reaches the target, the speed-ups over the baseline, per-step costs
-  (c_gen = generate seconds per rollout generated, c_train = old/ref + update seconds per rollout
-  trained) and totals. It returns a markdown table.
+- CONFIGS names every configuration the benchmarks run (script + flags), so that every script and
+  the comparison share one set of runs under benchmarks/results/<config>_steps<T>/seed<S>/.
+- `run_all(jobs)` trains (config, seed) pairs in subprocesses, `workers` at a time, each on one
+  thread; a finished run is reused, so an interrupted benchmark resumes where it stopped.
+- `curve(run_dir)` reads metrics.jsonl into evaluation points: optimizer updates, training CPU
+  seconds, rollouts generated, tokens trained and held-out accuracy.
+- `report(groups, baseline)` takes the baseline's mean curve over seeds, its peak P, the target
+  0.99 P, and for every configuration: peak accuracy (mean, min-max over seeds), updates / rollouts /
+  training seconds until its mean curve first reaches the target, the speed-ups over the baseline,
+  per-step costs (c_gen = generate seconds per rollout generated, c_train = old/ref + update seconds
+  per rollout trained) and tokens trained. It returns a markdown table.
 
-Accuracy is sampled pass@1 (4 samples per problem at temperature 1, 256 held-out problems) unless a
-script says otherwise: it is what RL optimises, and greedy accuracy saturates earlier.
+The clock. Each run uses one thread, and the training time we report is its CPU time
+(`time/train_cpu_total`, evaluation excluded): on a shared 2-core machine, wall clock also measures
+whatever else is running, CPU time measures the run's own work, and with one thread the two agree
+on an idle machine. benchmarks/step_time.py measures wall-clock step times on an idle machine as a
+cross-check.
+
+Accuracy is sampled pass@1 (4 samples per problem at temperature 1, 256 held-out problems): it is
+what RL optimises, and greedy accuracy saturates earlier.
 """
 
 import json
@@ -25,19 +33,51 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 EVAL_FLAGS = ["--eval_every", "10", "--eval_size", "256", "--eval_num_samples", "4", "--save_every", "0"]
 
+# config -> (script, flags): the defaults of each script, and the variants the method benchmarks need
+CONFIGS = {
+    "grpo": ("grpo.py", []),
+    "pods": ("pods.py", []),  # n = 16, m = 8
+    "pods_n32": ("pods.py", ["--num_generations", "32", "--num_keep", "8"]),
+    "cppo": ("cppo.py", []),  # P = 0.5 with allocation
+    "cppo_p0.75": ("cppo.py", ["--prune_rate", "0.75"]),
+    "cppo_p0.875": ("cppo.py", ["--prune_rate", "0.875"]),
+    "dppo": ("dppo.py", []),
+    "dppo_nopack": ("dppo.py", ["--pack_max_tokens", "0"]),
+    "d3s": ("d3s.py", []),
+    "d1s": ("d3s.py", ["--token_ratio_start", "1", "--token_ratio_end", "1"]),
+    "gvm_raft++": ("gvm_raft.py", []),
+    "raft++": ("gvm_raft.py", ["--allocation", "uniform"]),
+    "gvm_grpo": ("gvm_raft.py", ["--estimator", "grpo"]),
+    "dgg": ("dgg.py", []),  # K = 4, tau = 0.5
+    "reuse_k4": ("dgg.py", ["--gate_tau", "inf"]),
+}
 
-def run(script, seed, label, flags=(), results=RESULTS, fresh=False):
-    """Train `script` with `flags` for one seed (or reuse a finished run); returns the run directory."""
-    out = os.path.join(results, label)
+
+def run(config, seed, steps=120, results=RESULTS, extra=()):
+    """Train one (config, seed) on one thread, or reuse the finished run; returns the run directory."""
+    script, flags = CONFIGS[config]
+    out = os.path.join(results, f"{config}_steps{steps}")
     run_dir = os.path.join(out, f"seed{seed}")
-    if not fresh and os.path.exists(os.path.join(run_dir, "final", "config.json")):
+    if os.path.exists(os.path.join(run_dir, "final", "config.json")):
         return run_dir
-    cmd = [sys.executable, script, "--seed", str(seed), "--output_dir", out, "--run_name", f"seed{seed}",
-           "--log_samples_every", "0", *EVAL_FLAGS, *flags]
-    print(f"[{time.strftime('%H:%M:%S')}] {label} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    env = dict(os.environ, TQDM_DISABLE="1")
-    subprocess.run(cmd, cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
+    cmd = [sys.executable, script, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", out,
+           "--run_name", f"seed{seed}", "--log_samples_every", "0", *EVAL_FLAGS, *flags, *extra]
+    print(f"[{time.strftime('%H:%M:%S')}] start {config} seed {seed}", flush=True)
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(os.path.join(results, f"{config}_steps{steps}_seed{seed}.log"), "w") as log:
+        subprocess.run(cmd, cwd=ROOT, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[{time.strftime('%H:%M:%S')}] done  {config} seed {seed}", flush=True)
     return run_dir
+
+
+def run_all(configs, seeds, steps=120, workers=2, results=RESULTS, extra=()):
+    """{config: [run_dir per seed]}, training what is missing `workers` runs at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    os.makedirs(results, exist_ok=True)
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {(c, s): pool.submit(run, c, s, steps, results, extra) for c in configs for s in seeds}
+        return {c: [futures[c, s].result() for s in seeds] for c in configs}
 
 
 def records(run_dir):
@@ -46,12 +86,12 @@ def records(run_dir):
 
 
 def curve(run_dir, metric="sampled_acc"):
-    """Evaluation points [(optimizer updates, train seconds, rollouts generated, tokens trained, accuracy)]."""
+    """Evaluation points [(optimizer updates, train CPU seconds, rollouts generated, tokens trained, accuracy)]."""
     recs = records(run_dir)
     points = [(0, 0.0, 0, 0, recs[0][f"eval/{metric}"])]
     for r in recs:
         if f"eval_after/{metric}" in r:
-            points.append((r.get("updates_total", r["step"] + 1), r["time/train_total"], r["rollouts/generated_total"],
+            points.append((r["updates_total"], r["time/train_cpu_total"], r["rollouts/generated_total"],
                            r["tokens/trained_total"], r[f"eval_after/{metric}"]))
     return points
 
@@ -67,18 +107,6 @@ def first_reach(points, target):
     return next((p for p in points if p[4] >= target), None)
 
 
-def step_costs(run_dirs):
-    """Median seconds per rollout: generating it (c_gen) and training on it (c_train), over all steps."""
-    gen, train = [], []
-    for d in run_dirs:
-        recs = records(d)
-        for prev, r in zip(recs[1:], recs[2:]):  # the first step pays one-off warm-up costs
-            gen.append(r["time/generate"] / (r["rollouts/generated_total"] - prev["rollouts/generated_total"]))
-            if r["rollouts/trained"]:
-                train.append((r["time/logps"] + r["time/update"]) / r["rollouts/trained"])
-    return statistics.median(gen), statistics.median(train)
-
-
 def report(groups, baseline, metric="sampled_acc"):
     """groups: {label: [run_dir per seed]} -> a markdown table against `baseline`'s 99%-of-peak target."""
     base_mean, _ = mean_curve(groups[baseline], metric)
@@ -86,25 +114,22 @@ def report(groups, baseline, metric="sampled_acc"):
     target = 0.99 * peak
     base_hit = first_reach(base_mean, target)
     lines = [f"Target: 99% of {baseline}'s peak mean {metric} {peak:.3f} = **{target:.3f}**.", "",
-             "| config | peak acc, mean (min-max) | updates / rollouts / train s to target "
-             "| speed-up in updates / rollouts / time | s per step | c_gen / c_train (ms per rollout) "
-             "| tokens trained (total) |",
-             "|---|---|---|---|---|---|---|"]
+             "| config | peak acc, mean (min-max) | updates / rollouts / CPU s to target "
+             "| speed-up in updates / rollouts / CPU time | CPU s per step | tokens trained per step |",
+             "|---|---|---|---|---|---|"]
     for label, dirs in groups.items():
         mean, curves = mean_curve(dirs, metric)
         peaks = [max(p[4] for p in c) for c in curves]
         hit = first_reach(mean, target)
         recs = [records(d) for d in dirs]
-        step_s = statistics.mean(r[-1]["time/train_total"] / len(r) for r in recs)
-        c_gen, c_train = step_costs(dirs)
         if hit and base_hit:
             reach = (f"{hit[0]:.0f} / {hit[2]:.0f} / {hit[1]:.0f} s",
                      f"{base_hit[0] / hit[0]:.2f}x / {base_hit[2] / hit[2]:.2f}x / {base_hit[1] / hit[1]:.2f}x")
         else:
             reach = "not reached", "-"
         lines.append(f"| {label} | {statistics.mean(peaks):.3f} ({min(peaks):.3f}-{max(peaks):.3f}) | {reach[0]} "
-                     f"| {reach[1]} | {step_s:.2f} | {1e3 * c_gen:.2f} / {1e3 * c_train:.2f} "
-                     f"| {statistics.mean(r[-1]['tokens/trained_total'] for r in recs):.0f} |")
+                     f"| {reach[1]} | {statistics.mean(r[-1]['time/train_cpu_total'] / len(r) for r in recs):.2f} "
+                     f"| {statistics.mean(r[-1]['tokens/trained_total'] / len(r) for r in recs):.0f} |")
     return "\n".join(lines)
 
 
