@@ -208,9 +208,9 @@ def main(args: Args) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "tokens/generated_total", "tokens/trained_total",
-                            "rollouts/generated_total", "updates_total", "skipped/degenerate_total",
-                            "skipped/nonfinite_total"], 0)
+    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
+                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
+                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
     # === DGG: the gate, and the two weights whose relative change shows the divergence
     gate, totals["dgg/fired_total"] = GradientGate(args.gate_window, args.gate_tau), 0
     lm_head = model.get_output_embeddings().weight  # with tied embeddings this is the embedding matrix
@@ -249,15 +249,16 @@ def main(args: Args) -> dict:
         print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
     bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
     for step in bar:
-        t_step = time.time()
+        t_step, cpu_step = time.time(), time.process_time()
         m = {"step": step}
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
         completion_ids, completion_mask, truncated = generate(
             model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
-        input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), completion_ids], 1)
-        attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), completion_mask], 1)
+        owner = torch.arange(B, device=device).repeat_interleave(G)  # the prompt of each completion
+        input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
+        attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
         m["time/generate"] = time.time() - t_step
@@ -273,7 +274,7 @@ def main(args: Args) -> dict:
         if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
             with open(samples_path, "a") as f:
                 for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[i // G]["prompt"], "completion": texts[i],
+                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
                                         "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
         m["time/score"] = time.time() - t
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
@@ -352,6 +353,7 @@ def main(args: Args) -> dict:
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
         m["time/step"] = time.time() - t_step
         totals["time/train_total"] += m["time/step"]
+        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
         totals["tokens/generated_total"] += int(lengths.sum())
         totals["tokens/trained_total"] += tokens_trained
         totals["rollouts/generated_total"] += lengths.numel()
