@@ -35,6 +35,8 @@ rows, the surviving sequences are packed under a token budget (rows x padded len
 into the first micro-batch it fits (first-fit decreasing). Each micro-batch is then cut to its own
 longest completion, so similar lengths share a micro-batch and little is spent on padding. Logged:
 pack/density = real tokens / (rows x padded length) and the micro-batch count, packed and unpacked.
+The window must be larger than a micro-batch for packing to change anything: with a window no
+larger than what fits in one micro-batch, sorting inside it leaves the same micro-batches.
 
 Symbols: r_q = `prompt_prune_rate`, r_o = `completion_prune_rate`, both in [0, 1). r_q = r_o = 0 is
 the neutral setting: with --loss_type grpo and packing off it *is* grpo.py (tested).
@@ -94,8 +96,8 @@ class Args:
     prompt_prune_rate: float = field(default=0.5, metadata={"help": "r_q: skip probability of a prompt whose last group had zero variance"})
     completion_prune_rate: float = field(default=0.5, metadata={"help": "r_o: prune probability of a completion in the low-|A| pool"})
     completion_pool: float = field(default=0.5, metadata={"help": "fraction of the step's completions (smallest |A|) that may be pruned"})
-    pack_max_tokens: int = field(default=4096, metadata={"help": "token budget (rows x padded length) of a packed micro-batch; 0 = no packing"})
-    pack_window: int = field(default=64, metadata={"help": "sequences considered together when packing"})
+    pack_max_tokens: int = field(default=2048, metadata={"help": "token budget (rows x padded length) of a packed micro-batch; 0 = no packing"})
+    pack_window: int = field(default=256, metadata={"help": "sequences considered together when packing (256: a whole default step)"})
     # === end DPPO ===
     scale_rewards: str = field(default="group", metadata={"help": "divide advantages by the std of the group, the batch, or none"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})

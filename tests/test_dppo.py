@@ -13,6 +13,20 @@ import dppo
 from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
 
 
+@pytest.fixture
+def untrained_gsm8k(tmp_path):
+    """An untrained tiny Qwen2 saved to disk and a 8-row GSM8K-format file (6 train + 2 held out)."""
+    import json
+
+    from common.tiny import build_model, build_tokenizer
+    tok = build_tokenizer()
+    build_model(tok, seed=0).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(8)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(tmp_path / "model"), str(tmp_path / "data.jsonl")
+
+
 def test_weights_prune_only_the_low_advantage_pool():
     adv = torch.tensor([2.0, -0.1, 0.0, 1.5, -3.0, 0.2, 0.05, -1.0])  # pool (half): indices 2, 6, 1, 5
     torch.manual_seed(0)
@@ -116,3 +130,19 @@ def test_smoke_run_prunes_and_packs(tiny_path, tmp_path):
         assert r["pack/density"] >= r["pack/density_unpacked"] - 0.05 and 0 < r["pack/density"] <= 1
         assert r["rollouts/generated_total"] == 4 * 4 * (r["step"] + 1)  # refilled: always B x G generated
     assert recs[-1]["dppo/prompts_visited_total"] >= 4 * 4
+
+
+def test_prompts_with_a_zero_variance_history_are_skipped_and_reweighted(untrained_gsm8k, tmp_path, monkeypatch):
+    """A 6-prompt train set is revisited every 3 steps; with every reward 0 every group has zero variance,
+    so every revisit is skipped with probability r_q or kept with weight 1/(1-r_q)."""
+    monkeypatch.setattr(dppo, "score_completions", lambda task, rows, texts, G: (torch.zeros(len(texts)), {}))
+    model_dir, data = untrained_gsm8k
+    out = dppo.main(dppo.Args(model=model_dir, task="gsm8k", dataset_path=data, eval_size=2, eval_num_samples=0,
+                              max_steps=9, prompts_per_step=2, num_generations=2, max_completion_length=4,
+                              eval_every=0, save_every=0, log_samples_every=0, output_dir=str(tmp_path / "runs")))
+    recs = records(out["run_dir"])
+    assert all(r["frac_reward_zero_std"] == 1.0 for r in recs)
+    assert [r["dppo/prompt_weight_mean"] for r in recs[:3]] == [1.0, 1.0, 1.0]  # first epoch: no history yet
+    assert {r["dppo/prompt_weight_mean"] for r in recs[3:]} <= {2.0}  # revisits: weight 1 / (1 - 0.5)
+    assert recs[-1]["dppo/prompts_visited_total"] > 9 * 2  # skipped prompts were refilled from the stream
+    assert recs[-1]["rollouts/generated_total"] == 9 * 2 * 2
