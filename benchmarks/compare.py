@@ -117,7 +117,7 @@ def main(argv=None):
         lines.append(f"| {label} | {EQUAL.get(label, '')} | {c['generate_s']:.2f} | {c['update_s']:.2f} "
                      f"| {c['tokens_trained_per_step']:.0f} | {c['cpu_s_per_step']:.2f} | {c['cpu_s_per_step'] / base:.2f}x |")
     figure = plot(curves, os.path.join(args.out, "curves.png"))
-    lines += ["", f"Raw curves: curves.json; per-step records: the metrics.jsonl of each run listed there."
+    lines += ["", "Raw curves: curves.json; per-step records: the metrics.jsonl of each run listed there."
               + (" Figure: curves.png." if figure else "")]
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -35,3 +37,11 @@ def assert_same_as_grpo(module, tiny_path, tmp_path, method_kwargs, grpo_kwargs=
     for key in ("loss", "reward", "grad_norm", "tokens/trained"):
         assert [r[key] for r in ra] == [r[key] for r in rb], key
     return ra, rb
+
+
+def cli_error(script, flags):
+    """Run `script` with a model path that does not exist: bad flags must fail first, with one clear line."""
+    proc = subprocess.run([sys.executable, script, "--model", "/nonexistent", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    return proc.stderr.strip().splitlines()[-1]

@@ -1,15 +1,13 @@
 """cppo.py: the pruning rule on the spec's vectors and against a reference sort, the allocation rule,
 the neutral setting P = 0 (= grpo.py), argument checks, and a smoke run."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import cppo
-from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
 
 prune = cppo.prune_completions
 
@@ -55,9 +53,7 @@ def test_floors_and_degenerate_steps():
     (["--scope", "batch"], "error: unknown --scope 'batch' (global, group)"),
 ])
 def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
-    proc = subprocess.run([sys.executable, "cppo.py", "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+    assert cli_error("cppo.py", flags) == message
 
 
 def test_no_pruning_is_exactly_grpo(tiny_path, tmp_path):

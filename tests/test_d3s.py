@@ -2,15 +2,13 @@
 neutral setting (every ratio 1 = grpo.py), argument checks, and a smoke run."""
 
 import itertools
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import d3s
-from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
 
 
 def test_intra_group_keeps_the_full_group_advantages():
@@ -67,9 +65,7 @@ def test_schedule_points():
     (["--scope", "both"], "error: unknown --scope 'both' (cross, intra)"),
 ])
 def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
-    proc = subprocess.run([sys.executable, "d3s.py", "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+    assert cli_error("d3s.py", flags) == message
 
 
 def test_keeping_everything_is_exactly_grpo(tiny_path, tmp_path):

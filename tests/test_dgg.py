@@ -3,14 +3,12 @@ neutral settings (K = 1 and tau = inf are grpo.py), argument checks, and a smoke
 
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import dgg
-from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
 
 
 def primed(norms, window, tau=0.5):
@@ -57,9 +55,7 @@ def test_window_slides_and_infinite_tau_never_fires():
     (["--num_iterations", "0"], "error: --num_iterations must be >= 1"),
 ])
 def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
-    proc = subprocess.run([sys.executable, "dgg.py", "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+    assert cli_error("dgg.py", flags) == message
 
 
 def test_single_use_is_exactly_grpo(tiny_path, tmp_path):

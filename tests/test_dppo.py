@@ -2,15 +2,13 @@
 not, packing respects its budget and beats unpacked density, the neutral setting is grpo.py,
 argument checks, and a smoke run."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import dppo
-from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
 
 
 @pytest.fixture
@@ -111,9 +109,7 @@ def test_packing_invariants_on_skewed_lengths():
     (["--pack_window", "0"], "error: --pack_max_tokens must be >= 0, --pack_window >= 1"),
 ])
 def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
-    proc = subprocess.run([sys.executable, "dppo.py", "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+    assert cli_error("dppo.py", flags) == message
 
 
 def test_no_pruning_no_packing_is_exactly_grpo(tiny_path, tmp_path):

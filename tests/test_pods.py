@@ -3,15 +3,13 @@ setting m = n (= grpo.py), argument checks, and a smoke run."""
 
 import itertools
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import pods
-from tests.helpers import ROOT, SMALL, assert_same_as_grpo, records
+from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
 
 select = pods.select_max_variance
 
@@ -82,9 +80,7 @@ def test_keep_everything_and_the_ablation_rules():
     (["--rule", "best"], "error: unknown --rule 'best'"),
 ])
 def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
-    proc = subprocess.run([sys.executable, "pods.py", "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+    assert cli_error("pods.py", flags) == message
 
 
 def test_keep_all_is_exactly_grpo(tiny_path, tmp_path):
