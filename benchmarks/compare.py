@@ -8,8 +8,9 @@ one thread per run, `--workers` runs at a time; finished runs under --results ar
 into --out: table.md (the protocol of shared/spec/BENCHMARK.md: 99% of GRPO's peak mean sampled
 accuracy as the target; updates, rollouts and training CPU seconds to reach it; peak accuracy;
 per-step costs and the break-even each method's step cost implies), curves.json (mean and std over
-seeds at every evaluation) and curves.png (accuracy against CPU seconds, updates and tokens trained;
-needs matplotlib, which is optional: pip install matplotlib).
+seeds at every evaluation) and curves.png (accuracy against CPU seconds, steps and tokens trained;
+needs matplotlib, which is optional: pip install matplotlib). Steps are rollout batches; curves.json
+also has optimizer updates (several per step for DGG) and rollouts generated.
 """
 
 import argparse
@@ -61,15 +62,18 @@ def plot(curves, path):
         return False
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
     for label, c in curves.items():
-        for ax, x in zip(axes, ("cpu_s", "updates", "tokens_trained")):
+        for ax, x in zip(axes, ("cpu_s", "steps", "tokens_trained")):
             ax.plot(c[x], c["acc_mean"], label=label)
             lo = [m - s for m, s in zip(c["acc_mean"], c["acc_std"])]
             hi = [m + s for m, s in zip(c["acc_mean"], c["acc_std"])]
             ax.fill_between(c[x], lo, hi, alpha=0.15)
-    for ax, name in zip(axes, ("training CPU seconds (1 thread)", "optimizer updates", "tokens trained")):
+    for ax, x, name in zip(axes, ("cpu_s", "steps", "tokens_trained"),
+                           ("training CPU seconds (1 thread)", "steps (rollout batches)", "tokens trained")):
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out sampled pass@1 (mean +- std over seeds)")
+        if "grpo" in curves:  # keep the baseline's range readable; a costlier method runs off to the right
+            ax.set_xlim(0, (1.02 if x == "steps" else 1.6) * max(curves["grpo"][x]))
+    axes[0].set_ylabel("held-out sampled pass@1 (mean ± std over seeds)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -86,17 +90,27 @@ def main(argv=None):
     parser.add_argument("--eval_size", type=int, default=256, help="held-out problems per evaluation")
     parser.add_argument("--results", default=harness.RESULTS, help="where the runs live (reused when finished)")
     parser.add_argument("--out", default=os.path.join(harness.RESULTS, "compare"))
+    parser.add_argument("--existing", action="store_true", help="train nothing: report the runs that have finished")
     args = parser.parse_args(argv)
     methods = ["grpo"] + [m for m in args.methods if m != "grpo"]
-    groups = harness.run_all(methods, args.seeds, args.steps, args.workers, args.results,
-                             extra=["--eval_size", str(args.eval_size)])
+    if args.existing:  # report the finished runs only; a config with fewer seeds says so in its label
+        groups = {}
+        for c in methods:
+            dirs = [os.path.join(args.results, f"{c}_steps{args.steps}", f"seed{s}") for s in args.seeds]
+            dirs = [d for d in dirs if os.path.exists(os.path.join(d, "final", "config.json"))]
+            if dirs:
+                groups[c if len(dirs) == len(args.seeds) else f"{c} ({len(dirs)} seed{'s' * (len(dirs) > 1)})"] = dirs
+    else:
+        groups = harness.run_all(methods, args.seeds, args.steps, args.workers, args.results,
+                                 extra=["--eval_size", str(args.eval_size)])
     os.makedirs(args.out, exist_ok=True)
 
     curves = {}
     for label, dirs in groups.items():
         mean, per_seed = harness.mean_curve(dirs)
         accs = list(zip(*[[p[4] for p in c[:len(mean)]] for c in per_seed]))
-        curves[label] = {"updates": [p[0] for p in mean], "cpu_s": [p[1] for p in mean], "rollouts": [p[2] for p in mean],
+        curves[label] = {"steps": [p[5] for p in mean], "updates": [p[0] for p in mean], "cpu_s": [p[1] for p in mean],
+                         "rollouts": [p[2] for p in mean],
                          "tokens_trained": [p[3] for p in mean], "acc_mean": [p[4] for p in mean],
                          "acc_std": [statistics.pstdev(a) for a in accs], "runs": dirs}
     with open(os.path.join(args.out, "curves.json"), "w") as f:
@@ -106,7 +120,8 @@ def main(argv=None):
     base = costs["grpo"]["cpu_s_per_step"]
     lines = [f"# Every method on the tiny task ({harness.machine()})", "",
              f"Command: `python benchmarks/compare.py --methods {' '.join(methods)} --seeds "
-             f"{' '.join(map(str, args.seeds))} --steps {args.steps} --workers {args.workers} --eval_size {args.eval_size}`",
+             f"{' '.join(map(str, args.seeds))} --steps {args.steps} --workers {args.workers} --eval_size {args.eval_size}"
+             f"{' --existing' if args.existing else ''}`",
              "", harness.report(groups, "grpo"), "",
              "Costs per step (medians over steps; generate and update are wall seconds as logged, so they include "
              "whatever else ran on the machine; CPU s per step is the run's own work). A method beats GRPO in "
@@ -114,7 +129,7 @@ def main(argv=None):
              "| config | held equal to GRPO | generate s | old/ref + update s | tokens trained | CPU s per step "
              "| step-cost ratio = break-even update speed-up |", "|---|---|---|---|---|---|---|"]
     for label, c in costs.items():
-        lines.append(f"| {label} | {EQUAL.get(label, '')} | {c['generate_s']:.2f} | {c['update_s']:.2f} "
+        lines.append(f"| {label} | {EQUAL.get(label.split(' (')[0], '')} | {c['generate_s']:.2f} | {c['update_s']:.2f} "
                      f"| {c['tokens_trained_per_step']:.0f} | {c['cpu_s_per_step']:.2f} | {c['cpu_s_per_step'] / base:.2f}x |")
     figure = plot(curves, os.path.join(args.out, "curves.png"))
     lines += ["", "Raw curves: curves.json; per-step records: the metrics.jsonl of each run listed there."

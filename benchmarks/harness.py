@@ -87,13 +87,14 @@ def records(run_dir):
 
 
 def curve(run_dir, metric="sampled_acc"):
-    """Evaluation points [(optimizer updates, train CPU seconds, rollouts generated, tokens trained, accuracy)]."""
+    """Evaluation points [(optimizer updates, train CPU seconds, rollouts generated, tokens trained, accuracy,
+    steps)], starting before the first step."""
     recs = records(run_dir)
-    points = [(0, 0.0, 0, 0, recs[0][f"eval/{metric}"])]
+    points = [(0, 0.0, 0, 0, recs[0][f"eval/{metric}"], 0)]
     for r in recs:
         if f"eval_after/{metric}" in r:
             points.append((r["updates_total"], r["time/train_cpu_total"], r["rollouts/generated_total"],
-                           r["tokens/trained_total"], r[f"eval_after/{metric}"]))
+                           r["tokens/trained_total"], r[f"eval_after/{metric}"], r["step"] + 1))
     return points
 
 
@@ -101,7 +102,7 @@ def mean_curve(run_dirs, metric="sampled_acc"):
     """Average the seeds' curves point by point (they share the evaluation steps)."""
     curves = [curve(d, metric) for d in run_dirs]
     n = min(len(c) for c in curves)
-    return [tuple(statistics.mean(c[i][j] for c in curves) for j in range(5)) for i in range(n)], curves
+    return [tuple(statistics.mean(c[i][j] for c in curves) for j in range(6)) for i in range(n)], curves
 
 
 def first_reach(points, target):

@@ -19,7 +19,7 @@ def test_compare_writes_the_table_curves_and_figure(tiny_path, tmp_path):
     assert "| grpo |" in table and "| pods |" in table and "Target: 99% of grpo's peak" in table
     curves = json.load(open(os.path.join(out, "curves.json")))
     assert set(curves) == {"grpo", "pods"}
-    assert curves["grpo"]["updates"] == [0, 3] and len(curves["pods"]["acc_mean"]) == 2
+    assert curves["grpo"]["steps"] == [0, 3] and len(curves["pods"]["acc_mean"]) == 2
     assert curves["pods"]["rollouts"][-1] == 3 * 16 * 16  # n = 16 generated per prompt
     pytest.importorskip("matplotlib")
     assert os.path.getsize(os.path.join(out, "curves.png")) > 10_000
