@@ -294,6 +294,7 @@ def main(args: Args) -> dict:
             p = accepted.view(B, Np).double().mean(1)
             grad_norm_i = norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
             counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt)
+            m["gvm/time_pilot"] = time.time() - t_pilot  # pilot samples, scoring, G_i and the allocation
             extra = (counts - Np).clamp(min=0).to(device)
             new = sample(prompt_ids.repeat_interleave(extra, 0), prompt_mask.repeat_interleave(extra, 0), 1) \
                 if extra.sum() else (pilot_ids[:0], pilot_mask[:0], pilot_trunc[:0])
@@ -307,7 +308,7 @@ def main(args: Args) -> dict:
                 nxt += int(extra[i])
             completion_ids, completion_mask, truncated = pool_ids[take], pool_mask[take], pool_trunc[take]
             totals["rollouts/generated_total"] += int((Np - counts.clamp(max=Np)).sum())  # discarded pilot samples
-            m.update({"gvm/time_pilot": time.time() - t_pilot, "gvm/accept_rate_mean": p.mean().item(),
+            m.update({"gvm/accept_rate_mean": p.mean().item(),
                       "gvm/prompts_without_support": int((p == 0).sum()), "gvm/grad_norm_mean": grad_norm_i.mean().item(),
                       "gvm/grad_norm_max": grad_norm_i.max().item(), "gvm/samples_drawn": B * Np + int(extra.sum())})
         m.update({"gvm/samples_used": int(counts.sum()), "gvm/allocation": counts.tolist()})
