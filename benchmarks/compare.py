@@ -112,7 +112,8 @@ def main(argv=None):
         curves[label] = {"steps": [p[5] for p in mean], "updates": [p[0] for p in mean], "cpu_s": [p[1] for p in mean],
                          "rollouts": [p[2] for p in mean],
                          "tokens_trained": [p[3] for p in mean], "acc_mean": [p[4] for p in mean],
-                         "acc_std": [statistics.pstdev(a) for a in accs], "runs": dirs}
+                         "acc_std": [statistics.pstdev(a) for a in accs],
+                         "runs": [os.path.relpath(d, harness.ROOT) for d in dirs]}
     with open(os.path.join(args.out, "curves.json"), "w") as f:
         json.dump(curves, f, indent=1)
 
