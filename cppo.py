@@ -26,13 +26,27 @@ value otherwise (the update then holds N - floor(N P), close to B G). Without al
 keeps B prompts and trains on (1 - P) of their completions.
 
 Symbols: P = `prune_rate` in [0, 1); P = 0 is the neutral setting (it *is* grpo.py, tested).
-Where this file differs from the official code: num_iterations defaults to 1 (theirs: mu = 2, so
-their old log-probs pass is also pruned; pass --num_iterations 2 for that) and beta to 0 (theirs
-0.04); ties are broken deterministically (they use torch.topk, whose tie order is unspecified).
+Where this file differs from the official code: num_iterations defaults to 1 (theirs: mu = 2) and
+beta to 0 (theirs 0.04), grpo.py's defaults; ties are broken deterministically (they use torch.topk,
+whose tie order is unspecified).
+
+The paper's setting (official configs, shared/spec/audits/pods-cppo-gvm-vs-official-code.md; issue
+14): mu = 2 (--num_iterations 2: two optimiser steps per batch against stored old log-probs, which
+are computed for the survivors only, as here), beta = 0.04 (a reference model), G = 16, pruning over
+the local batch (our global scope: one process holds the whole step), PPO-clip 0.2 with the token
+mean over the survivors (our loss_type dapo), P in {0.5, 0.75, 0.875} with allocation; lr 1e-6 with a
+cosine schedule, 1024 completion tokens. Scaled to the tiny task: 8 prompts x 16 per step, so the
+update keeps 128 rollouts as every other config, and the tiny model's constant lr 1e-4. Configs
+cppo_paper (P = 0.5), cppo_paper_p0.75, cppo_paper_p0.875, and their GRPO baseline grpo_cppo_paper
+(8 x 16, mu = 2, beta = 0.04, nothing pruned):
+    python benchmarks/compare.py --methods grpo_cppo_paper cppo_paper cppo_paper_p0.75 cppo_paper_p0.875
 
 Run it:
     python cppo.py                                     # offline tiny demo: P = 0.5 with allocation
     python cppo.py --prune_rate 0.875                  # the paper's best GSM8K accuracy setting
+    python cppo.py --num_generations 16 --prompts_per_step 8 --num_iterations 2 --beta 0.04 \
+        --prune_rate 0.875                             # the paper's setting (cppo_paper_p0.875)
+    python grpo.py --num_generations 16 --prompts_per_step 8 --num_iterations 2 --beta 0.04   # its baseline
     python cppo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 16 \\
         --prune_rate 0.875 --num_iterations 2 --beta 0.04 --micro_batch_size 8 --max_steps 500 --eval_every 50
@@ -50,8 +64,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from tqdm import trange
-from transformers import HfArgumentParser
 
+from common import runs
+from common.loggers import Reporter, check_report_to
 from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
@@ -94,14 +109,19 @@ class Args:
     output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
     run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
     resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run in output_dir/run_name (refused otherwise)"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (metrics.jsonl is always written)"})
     # --- hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+    sampler: str = field(default="lean", metadata={"help": "lean (common/sampler.py) or hf (transformers' generate, to compare)"})
 
 
 def validate(args: Args) -> None:
     """Fail with one clear line before anything heavy is loaded."""
+    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
+                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
     checks = [
         (args.max_steps >= 1, "--max_steps must be >= 1"),
         (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
@@ -110,13 +130,17 @@ def validate(args: Args) -> None:
         (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
         (args.temperature > 0, "--temperature must be > 0"),
         (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
         (args.beta >= 0, "--beta must be >= 0"),
         (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
         (args.num_iterations >= 1, "--num_iterations must be >= 1"),
         (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
         (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
         (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
         (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
         (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
          "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
     ]
@@ -127,6 +151,8 @@ def validate(args: Args) -> None:
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
+    check_report_to(args.report_to)
+    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -185,8 +211,9 @@ def main(args: Args) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
-    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
     task = load_task(args.task, args.dataset_path, args.eval_size)
+    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
+    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
@@ -199,37 +226,28 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    start_step = 0
+    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if args.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals = ckpt["step"], ckpt["totals"]
+        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
         random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": script}, f, indent=2)
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
-    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
-        open(metrics_path, "w").close(), open(samples_path, "w").close()
-    else:
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["step"] < start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
 
     def run_eval():
         t = time.time()
         out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16)
+                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
         return {**out, "time/eval": time.time() - t}
 
     first_eval = run_eval() if start_step == 0 else None
     if first_eval:
         print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
     bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
     for step in bar:
         t_step, cpu_step = time.time(), time.process_time()
@@ -238,7 +256,8 @@ def main(args: Args) -> dict:
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
         completion_ids, completion_mask, truncated = generate(
-            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
+            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16,
+            sampler=args.sampler)
         owner = torch.arange(B, device=device).repeat_interleave(G)  # the prompt of each completion
         input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
@@ -313,11 +332,15 @@ def main(args: Args) -> dict:
                         d = (ref - logp).detach()
                         stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                elif grad_norm == 0:
+                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
+                else:
                     optimizer.step()
                     totals["updates_total"] += 1
-                else:
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
+                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
                 optimizer.zero_grad(set_to_none=True)
                 grad_norms.append(grad_norm.item())
         m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
@@ -345,16 +368,18 @@ def main(args: Args) -> dict:
             m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
+        reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
             rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "totals": totals, "rng": rng, "state": method_state,
+                                             "config": {**asdict(args), "script": script}})
+        last_acc = m.get("eval_after/sampled_acc", last_acc)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
-    model.save_pretrained(os.path.join(run_dir, "final"))
-    tok.save_pretrained(os.path.join(run_dir, "final"))
+    runs.save_final(model, tok, run_dir)
+    reporter.close()
     last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
     if first_eval:
         print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
@@ -364,4 +389,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(runs.parse_args(Args))

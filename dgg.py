@@ -10,33 +10,81 @@ disproportionately (a surge) while the middle layers barely move, and shows that
 gradient norm lower-bounds the policy divergence. So watch that norm, and when it jumps on a
 reused batch, drop that update and stop reusing the batch: sample fresh rollouts instead.
 
-The gate (our concrete reading; the paper's exact rule is unconfirmed, see below). For the k-th pass
-over a batch (k = 1..K), after backward and before clipping and the optimiser step:
-    g_k  = || grad_{W_lm_head} L ||_2          (tied embeddings: the shared matrix's gradient)
-    dg   = g_k - g_prev                        g_prev = the last *applied* update's g
-    z    = (dg - mean(window)) / (std(window) + 1e-8)      window = the last W dg of applied updates,
-                                                            population std
-    drop if  k >= 2  and  the window is full  and  z > tau
+The gate (issue 14's reading of the sources; the paper's exact rule is unconfirmed, see below). For
+the k-th pass over a batch (k = 1..K), after backward and before clipping and the optimiser step:
+    g_k = || grad_{W_lm_head} L ||_2           s_k = g_k (gate_statistic norm) or g_k^2 (energy)
+    x_k = s_k - s_{k-1}                        k >= 2: an increment during reuse of the SAME batch
+    z_k = (x_k - mean(H_k)) / (std(H_k) + 1e-8)       H_k = the last W increments observed at pass k
+                                                      (gate_scope shared: at any pass), population std
+    drop if  H_k holds W increments  and  z_k > tau;  then x_k joins H_k, fired or not
 A dropped update zeroes the gradients and skips optimizer.step(), so Adam's moments never see it
 (feeding Adam a zero gradient would still decay and apply them), and the batch's remaining passes
-are abandoned. Pass 1 is never gated: it is exactly GRPO's single-use update.
+are abandoned: the next step samples fresh rollouts. Pass 1 is never gated (it has no increment):
+it is exactly GRPO's single-use update. The jump from one batch's last pass to the next batch's
+first is not a reuse increment and never enters a window.
 
-Symbols: K = `num_iterations` (default 4 here), tau = `gate_tau` (0.5), W = `gate_window` (20).
+Why this rule (issue 14, shared/spec/audits/dgg-d3s-dppo-vs-papers.md). The first version took
+dg = g_k - g of the last *applied* update and kept only applied updates in the window, so every
+batch's pass 1 brought in the large cross-batch jump, and those swamped the small reuse increments:
+replayed on a logged trace it fired twice in 120 batches, while the sources' 2-2.93x rollout
+savings need a gate that fires on most batches. Why one window per pass index by default: the
+lm_head gradient norm falls with every pass over a batch (seed 0, no gate: mean 0.039, 0.020, 0.014,
+0.009 at passes 1-4), so x_2 is typically a larger drop than x_4. A shared window mixes the two and
+a late pass's small drop reads as "above the mean" for its pass index alone (a hand example is in
+tests/test_dgg.py); per-pass windows compare each increment with the same pass of recent batches,
+which is the question the gate asks: is this reuse step unusual? The price: H_k fills only after
+W batches have reached pass k, so late passes are ungated for longer at the start.
+
+Tied embeddings (Qwen2.5-0.5B to 3B): the lm_head weight *is* embed_tokens.weight, one Parameter,
+so g is the norm of the shared matrix's gradient, output and input use together
+(tests/test_dgg.py checks it on a tied Qwen2 against an untied twin). The sources do not say which
+gradient the paper reads on tied models; this is the only one a tied model has.
+
+Symbols: K = `num_iterations` (default 4 here), tau = `gate_tau` (0.5), W = `gate_window` (20,
+>= 2), statistic = `gate_statistic` (norm), scope = `gate_scope` (per_pass).
 Neutral settings (tested): tau = inf is grpo.py with num_iterations = K; K = 1 is grpo.py.
 
-Unconfirmed in the paper's rule, decided by shared/spec/DECISIONS.md: the statistic is the
-increment dg, not g itself; the norm is not squared; W = 20; population std; the gate looks only at
-the lm_head gradient, taken before global clipping; "intercept" = skip the optimiser step. Also our
-choice: the window lives in memory, so --resume starts it afresh (it refills in W updates).
+Unconfirmed in the paper's rule (shared/spec/algorithms.md 7.2), decided here: the statistic is
+the increment, not g itself; the norm rather than its square by default (the sources say "energy":
+--gate_statistic energy); W = 20; population std; one window per pass index; the gate looks only
+at the lm_head gradient, taken before global clipping; "intercept" = skip the optimiser step.
+--resume is exact: the gate's windows are saved in the checkpoint (tested).
 
-Logs: dgg/lm_head_grad_norm/pass<k> for every pass, dgg/z, dgg/fired_at_pass (0 = none),
-dgg/passes (applied updates on this batch), dgg/fired_total, and the relative weight change of
-the step, ||W_after - W_before|| / ||W_before||, of the lm_head and of a middle layer's MLP
-(dgg/rel_change/lm_head, dgg/rel_change/mid_layer): the disproportionate divergence, visible.
+The premise at 1M parameters. The paper's Disproportionate Weight Divergence is a surge in the
+lm_head's change during reuse while the middle layers stay stable. The logs below show it or not:
+on the tiny model the lm_head's relative change per step is *smaller* than the middle MLP's
+(median ratio 0.45x over a naive K = 4 run, issue 14), so the premise is absent at this scale and
+the gate acts here as a generic reuse-step detector, not as a DWD detector. At real shapes it is
+unmeasured (no GPU here).
+
+Measured (2026-12-02, dev machine, seed 0, 60 steps of 16 x 8, one thread each; held-out sampled
+pass@1 at steps 10..60; the tiny model cached there starts at 0.405, and GRPO reached .455 .457 .506
+.519 .449 .472). Passes per batch once the pass-2 window is full (batches 21-60), and accuracy:
+    naive reuse (tau inf)  4.00 passes   .450 .456 .423 .394 .456 .449
+    tau 0.1                1.82 (fired on 39 of 40 batches)   .450 .456 .474 .479 .441 .485
+    tau 0.5 (default)      2.38 (30 of 40)   .450 .456 .448 .446 .480 .408
+    tau 1.0                3.17 (15 of 40)   .450 .456 .452 .424 .438 .461
+    shared window, tau 0.5 2.40 (36 of 40)   .480 .468 .445 .478 .462 .488
+The gate now fires on most batches, and passes fall with tau as the sources describe (issue 14's
+replay of the same rule: 2.1 / 2.6 / 3.3). In 60 steps on one seed the accuracy differences are
+within the evaluation noise (about +-2 points); for three seeds see the README. The first W = 20
+batches are never gated (an empty window), a third of a 60-step run.
+
+Logs: dgg/lm_head_grad_norm/pass<k> for every pass, dgg/z/pass<k> (where H_k is full),
+dgg/fired_at_pass (0 = none), dgg/passes (passes not dropped on this batch), dgg/fired_total, the relative
+weight change of the step, ||W_after - W_before|| / ||W_before||, of the lm_head and of a middle
+layer's MLP (dgg/rel_change/lm_head, dgg/rel_change/mid_layer): the divergence, visible or not.
+
+The paper's setting (sources: K = 4, tau in {0.1, 0.5, 1.0} with 0.1-0.5 recommended, group 16 for
+math; its baselines are single-use GRPO and naive K-fold reuse), scaled to the tiny task with 8
+prompts x 16 = 128 rollouts per batch, GRPO's default: configs dgg_paper (tau 0.5),
+dgg_paper_tau0.1, dgg_paper_tau1.0, reuse_k4_paper (no gate) and grpo_dgg_paper (single use):
+    python benchmarks/compare.py --methods grpo_dgg_paper dgg_paper dgg_paper_tau0.1 dgg_paper_tau1.0 reuse_k4_paper
 
 Run it:
     python dgg.py                                      # offline tiny demo: K = 4, tau = 0.5
     python dgg.py --gate_tau inf                       # naive reuse, K = 4 (no gate)
+    python dgg.py --num_generations 16 --prompts_per_step 8   # the paper's setting (dgg_paper)
     python dgg.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
         --micro_batch_size 8 --max_steps 500 --eval_every 50
@@ -55,8 +103,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from tqdm import trange
-from transformers import HfArgumentParser
 
+from common import runs
+from common.loggers import Reporter, check_report_to
 from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
@@ -82,8 +131,10 @@ class Args:
     epsilon_high: float | None = field(default=None, metadata={"help": "upper clip range (default: epsilon)"})
     # === DGG: reuse each batch up to K times, gated
     num_iterations: int = field(default=4, metadata={"help": "K: most optimiser passes over each rollout batch"})
-    gate_tau: float = field(default=0.5, metadata={"help": "tau: drop an update whose lm_head z-score exceeds this (inf = no gate)"})
-    gate_window: int = field(default=20, metadata={"help": "W: applied updates in the gate's sliding window"})
+    gate_tau: float = field(default=0.5, metadata={"help": "tau: drop a reused pass whose increment's z-score exceeds this (inf = no gate)"})
+    gate_window: int = field(default=20, metadata={"help": "W: same-batch increments in the gate's sliding window (>= 2)"})
+    gate_statistic: str = field(default="norm", metadata={"help": "norm (||grad||) or energy (||grad||^2) of the lm_head gradient"})
+    gate_scope: str = field(default="per_pass", metadata={"help": "one window per pass index k (per_pass) or one for every k (shared)"})
     # === end DGG ===
     loss_type: str = field(default="dapo", metadata={"help": "dapo (token mean), grpo (sequence mean) or dr_grpo"})
     scale_rewards: str = field(default="group", metadata={"help": "divide advantages by the std of the group, the batch, or none"})
@@ -98,14 +149,19 @@ class Args:
     output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
     run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
     resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run in output_dir/run_name (refused otherwise)"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (metrics.jsonl is always written)"})
     # --- hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+    sampler: str = field(default="lean", metadata={"help": "lean (common/sampler.py) or hf (transformers' generate, to compare)"})
 
 
 def validate(args: Args) -> None:
     """Fail with one clear line before anything heavy is loaded."""
+    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
+                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
     checks = [
         (args.max_steps >= 1, "--max_steps must be >= 1"),
         (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
@@ -114,23 +170,31 @@ def validate(args: Args) -> None:
         (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
         (args.temperature > 0, "--temperature must be > 0"),
         (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
         (args.beta >= 0, "--beta must be >= 0"),
         (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
         (args.num_iterations >= 1, "--num_iterations must be >= 1"),
         (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
         (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
         (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
         (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
         (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
          "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
     ]
     # === DGG
-    checks += [(args.gate_window >= 1, "--gate_window must be >= 1"),
-               (not np.isnan(args.gate_tau), "--gate_tau must be a number (inf disables the gate)")]
+    checks += [(args.gate_window >= 2, "--gate_window must be >= 2 (a z-score needs a spread)"),
+               (args.gate_tau >= 0, "--gate_tau must be >= 0 (inf disables the gate)"),  # also rejects nan
+               (args.gate_statistic in ("norm", "energy"), f"unknown --gate_statistic {args.gate_statistic!r} (norm, energy)"),
+               (args.gate_scope in ("per_pass", "shared"), f"unknown --gate_scope {args.gate_scope!r} (per_pass, shared)")]
     # === end DGG ===
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
+    check_report_to(args.report_to)
+    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -169,28 +233,38 @@ def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tok
 
 # === DGG
 class GradientGate:
-    """Z-score of the lm_head gradient norm's step-to-step change over a window of applied updates."""
+    """z-score of the lm_head gradient's increment between consecutive passes over the same batch.
 
-    def __init__(self, window: int, tau: float):
-        self.window, self.tau = window, tau
-        self.deltas = collections.deque(maxlen=window)  # dg of the last `window` applied updates
-        self.last = None  # g of the last applied update
-        self.z = None  # the last z-score computed (None until the window is full)
+    should_drop(g, k) is called once for every pass k = 1..K with that pass's gradient norm g. Pass 1
+    only remembers its statistic s (g, or g^2 for "energy"): the jump from the previous batch's last
+    pass is not a reuse increment and never enters a window. From k = 2 on, x = s_k - s_{k-1} is scored
+    against the last W increments (of pass k when per_pass, of every k when shared) and then added to
+    them, whether it fires or not. It fires when the window was full and z > tau.
+    """
+
+    def __init__(self, window: int, tau: float, statistic: str = "norm", scope: str = "per_pass"):
+        self.window, self.tau, self.statistic, self.scope = window, tau, statistic, scope
+        self.windows = {}  # pass index k (0 when shared) -> the last `window` increments seen there
+        self.prev = None  # s at the previous pass over this batch (None: no increment can be formed)
+        self.z = None  # the last z-score (None: pass 1, or its window not yet full)
 
     def should_drop(self, grad_norm: float, pass_index: int) -> bool:
-        """pass_index counts from 1; the first pass over a batch is never dropped."""
-        self.z = None
-        if self.last is None or len(self.deltas) < self.window:
+        s = grad_norm ** 2 if self.statistic == "energy" else grad_norm
+        prev, self.z = self.prev, None
+        self.prev = s if np.isfinite(s) else None  # a non-finite pass (its update is skipped) breaks the chain
+        if pass_index == 1 or prev is None or self.prev is None:
             return False
-        deltas = torch.tensor(list(self.deltas), dtype=torch.float64)
-        self.z = ((grad_norm - self.last - deltas.mean()) / (deltas.std(correction=0) + 1e-8)).item()
-        return pass_index >= 2 and self.z > self.tau
+        x, key = s - prev, pass_index if self.scope == "per_pass" else 0
+        past = self.windows.setdefault(key, collections.deque(maxlen=self.window))
+        if len(past) == self.window:
+            self.z = float((x - np.mean(past)) / (np.std(past) + 1e-8))  # population std
+        past.append(x)
+        return self.z is not None and self.z > self.tau
 
-    def update(self, grad_norm: float) -> None:
-        """Record an update that was applied."""
-        if self.last is not None:
-            self.deltas.append(grad_norm - self.last)
-        self.last = grad_norm
+
+def gated_weight(model) -> torch.nn.Parameter:
+    """The lm_head weight; when tied (Qwen2.5-0.5B to 3B) it *is* embed_tokens.weight: its .grad sums both uses."""
+    return model.get_output_embeddings().weight
 # === end DGG ===
 
 
@@ -201,8 +275,9 @@ def main(args: Args) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
-    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
     task = load_task(args.task, args.dataset_path, args.eval_size)
+    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
+    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
@@ -212,41 +287,36 @@ def main(args: Args) -> dict:
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
     # === DGG: the gate, and the two weights whose relative change shows the divergence
-    gate, totals["dgg/fired_total"] = GradientGate(args.gate_window, args.gate_tau), 0
-    lm_head = model.get_output_embeddings().weight  # with tied embeddings this is the embedding matrix
+    gate = GradientGate(args.gate_window, args.gate_tau, args.gate_statistic, args.gate_scope)
+    totals["dgg/fired_total"], lm_head = 0, gated_weight(model)
     mid_layer = model.model.layers[len(model.model.layers) // 2].mlp.down_proj.weight
     # === end DGG ===
-    start_step = 0
+    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if args.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals = ckpt["step"], ckpt["totals"]
+        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
         random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": script}, f, indent=2)
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
-    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
-        open(metrics_path, "w").close(), open(samples_path, "w").close()
-    else:
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["step"] < start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
+    # === DGG: the gate's windows travel in the checkpoint (a live reference, saved as it stands), so --resume is exact
+    vars(gate).update(method_state.get("dgg_gate", {}))
+    method_state["dgg_gate"] = vars(gate)
+    # === end DGG ===
 
     def run_eval():
         t = time.time()
         out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16)
+                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
         return {**out, "time/eval": time.time() - t}
 
     first_eval = run_eval() if start_step == 0 else None
     if first_eval:
         print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
     bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
     for step in bar:
         t_step, cpu_step = time.time(), time.process_time()
@@ -255,7 +325,8 @@ def main(args: Args) -> dict:
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
         completion_ids, completion_mask, truncated = generate(
-            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
+            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16,
+            sampler=args.sampler)
         owner = torch.arange(B, device=device).repeat_interleave(G)  # the prompt of each completion
         input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
@@ -322,27 +393,33 @@ def main(args: Args) -> dict:
                     if ref is not None:
                         d = (ref - logp).detach()
                         stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                # === DGG: a spike in the lm_head gradient on a reused batch drops this update and ends reuse
+                # === DGG: a spike in the lm_head gradient's same-batch increment drops this update and ends reuse
                 g = lm_head.grad.norm().item()
                 m[f"dgg/lm_head_grad_norm/pass{it + 1}"] = g
-                if gate.should_drop(g, it + 1):
+                drop = gate.should_drop(g, it + 1)
+                if gate.z is not None:
+                    m[f"dgg/z/pass{it + 1}"] = gate.z
+                if drop:
                     optimizer.zero_grad(set_to_none=True)  # Adam never sees it: no step, no moment update
                     m["dgg/fired_at_pass"], totals["dgg/fired_total"] = it + 1, totals["dgg/fired_total"] + 1
                     break
                 # === end DGG ===
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                elif grad_norm == 0:
+                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
+                else:
                     optimizer.step()
                     totals["updates_total"] += 1
-                    gate.update(g)  # === DGG: only applied updates enter the window ===
-                else:
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
+                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
                 optimizer.zero_grad(set_to_none=True)
                 grad_norms.append(grad_norm.item())
         m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
         # === DGG
         if grad_norms:
-            m.update({"dgg/z": gate.z, "dgg/passes": len(grad_norms),
+            m.update({"dgg/passes": len(grad_norms),
                       "dgg/rel_change/lm_head": ((lm_head - lm_before).norm() / lm_before.norm()).item(),
                       "dgg/rel_change/mid_layer": ((mid_layer - mid_before).norm() / mid_before.norm()).item()})
         # === end DGG ===
@@ -370,16 +447,18 @@ def main(args: Args) -> dict:
             m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
+        reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
             rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "totals": totals, "rng": rng, "state": method_state,
+                                             "config": {**asdict(args), "script": script}})
+        last_acc = m.get("eval_after/sampled_acc", last_acc)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
-    model.save_pretrained(os.path.join(run_dir, "final"))
-    tok.save_pretrained(os.path.join(run_dir, "final"))
+    runs.save_final(model, tok, run_dir)
+    reporter.close()
     last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
     if first_eval:
         print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
@@ -389,4 +468,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(runs.parse_args(Args))

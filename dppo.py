@@ -1,9 +1,9 @@
 """DPPO: Dynamic Pruning Policy Optimization (not "Divergence PPO") = grpo.py + unbiased random pruning + dense packing.
 
 Paper: Zhu et al., "Unbiased Dynamic Pruning for Efficient Group-Based Policy Optimization",
-arXiv 2603.04135. No official code was available; the paper's details beyond the abstract are
-unconfirmed, so this file implements the concrete, provably unbiased version that
-shared/spec/DECISIONS.md fixes.
+arXiv 2603.04135. No official code was found. Beyond the abstract, the rules follow secondary
+readings of the paper (shared/spec/audits/dgg-d3s-dppo-vs-papers.md) and issue 14; where those are
+silent, the choice is ours and says so.
 
 The idea. Pruning prompts or completions makes GRPO cheaper, but a deterministic rule ("always
 drop the low-|A| completions") changes the distribution the gradient is estimated from, so the
@@ -12,41 +12,51 @@ probability (importance sampling), so the expected gradient is exactly the full 
 packs what survives densely so the hardware does not compute on padding.
 
 The estimator (weights multiply each completion's loss; w = 0 means pruned):
-    prompt level, before rollout: a prompt whose last visit produced a zero-variance group is
-        skipped with probability r_q (no generation spent on it), else kept with w_q = 1/(1 - r_q);
-        other prompts w_q = 1. Skipped slots are refilled from the prompt stream, so a step still
-        generates B prompts x G completions (and moves faster through the data).
-    completion level, after scoring: the pool = the `completion_pool` fraction of the step's
-        completions with the smallest |A| (stable sort). Each pooled completion is kept with
-        probability 1 - r_o and weighted w_o = 1/(1 - r_o); the others w_o = 1.
-    loss = sum_i w_q(i) w_o(i) (1/|o_i|) sum_t l_it / (B G)     (loss_type grpo, the default here)
-Why unbiased: E[w] = (1 - r) / (1 - r) = 1 for every pooled item and the weight multiplies a loss
-that is linear in it, so E[grad loss] = grad of the full-batch loss, *provided the normaliser does
-not depend on the draw*. Hence the normaliser is B G, the full batch's sequence count, not the
-survivors' count (which would rescale the expectation); "dr_grpo" (B G max_completion_length) is
-unbiased too; "dapo" divides by the tokens of all generated completions, which is unbiased for the
-completion level only. tests/test_dppo.py checks it by Monte Carlo, and shows a deterministic
-"keep the first (1 - r)" rule biased by the same test. (As in the paper's proof, the argument is for
-the surrogate with rho = 1, i.e. num_iterations = 1; with clipping it holds to first order.)
+    prompt level, before rollout (saves generation): the history holds each prompt's mean |A| at its
+        last visit; the pool is the `prompt_pool` fraction of the history with the lowest values (the
+        paper's "low historical advantage"; zero-variance groups score 0). Prompts are read from the
+        stream until the expected survivors reach B: N prompts with sum (1 - r_q [pooled]) >= B, fixed
+        before any coin is flipped. Each pooled one is then skipped with probability r_q, else weighted
+        w_q = 1/(1 - r_q); the others w_q = 1. About B prompts are generated (B when none is pooled);
+        if all N are skipped, one is generated at weight 0 (a step without gradient).
+    completion level, after scoring (saves update compute): in each group (or over the step, with
+        --completion_scope step) of n completions the pool is the ceil(f n) with the smallest |A|,
+        f = `completion_pool`; each is pruned with probability q = r_o n / ceil(f n), else weighted
+        w_o = 1/(1 - q). The expected pruned fraction is r_o, the paper's rate (so r_o < f); the largest
+        |A| of a group (its rare outcome) is always trained on.
+    loss = sum_i w_q(i) w_o(i) (1/|o_i|) sum_t l_it / (N G)      (loss_type grpo, the default here)
+Why unbiased: E[w] = 1 for every weight, the loss is linear in it, and N is fixed before the coins, so
+E[loss] is exactly GRPO's loss on the N prompts drawn. tests/test_dppo.py checks it by Monte Carlo and
+shows three tempting rules biased: normalising by B G while N > B are drawn (inflates by N/B); drawing
+until B survive and normalising by the V visited (a ratio estimator: 2 ln 2 = 1.39x at B = 1, r_q = 0.5);
+pruning the floor(r n) lowest |A| (the paper's Algorithm 1 as the readings report it, not what its
+proof assumes). dr_grpo (N G max_completion_length) is unbiased too; dapo would need the token count
+of prompts never generated and uses sum_i w_q(i) |o_i| (consistent, not exact). As in the paper, the
+proof is for the unclipped surrogate without KL (num_iterations = 1, beta = 0).
 
-Dense Prompt Packing (pack_microbatches): instead of fixed micro-batches of `micro_batch_size`
-rows, the surviving sequences are packed under a token budget (rows x padded length <=
-`pack_max_tokens`): inside each window of `pack_window` upcoming sequences, longest first, each goes
-into the first micro-batch it fits (first-fit decreasing). Each micro-batch is then cut to its own
-longest completion, so similar lengths share a micro-batch and little is spent on padding. Logged:
-pack/density = real tokens / (rows x padded length) and the micro-batch count, packed and unpacked.
-The window must be larger than a micro-batch for packing to change anything: with a window no
-larger than what fits in one micro-batch, sorting inside it leaves the same micro-batches.
+Dense Prompt Packing (pack_microbatches): the surviving sequences are packed under a token budget
+(rows x padded length <= `pack_max_tokens`) instead of fixed micro-batches: inside each window of
+`pack_window` sequences, longest first, each goes into the first micro-batch it fits (first-fit
+decreasing), and each micro-batch is cut to its own longest completion. The window must exceed a
+micro-batch to change anything; 256 is a whole default step (the paper's window size is not public).
+Logged: pack/density = real tokens / (rows x padded length) and micro-batch counts, packed and unpacked.
 
 Symbols: r_q = `prompt_prune_rate`, r_o = `completion_prune_rate`, both in [0, 1). r_q = r_o = 0 is
-the neutral setting: with --loss_type grpo and packing off it *is* grpo.py (tested).
-Deviations and choices: the pool definitions (zero-variance last visit; the low-|A| fraction) are
-ours; the prompt history lives in memory, so --resume continues the prompt stream but starts the
-history afresh; the loss defaults to "grpo" (sequence mean over B G) because dapo's token count
-depends on which prompts were drawn.
+the neutral setting: with --loss_type grpo and packing off it *is* grpo.py (tested). Metrics:
+dppo/prompts_drawn (N), prompts_generated, prompts_pooled and prompts_pruned (fractions of N, E[pruned]
+= r_q x pooled), completions_pruned (realised, E = r_o), completions_kept (both levels). The history is
+training state, checkpointed as state["dppo_history"], so --resume is exact (tested).
+Known [abstract]: IS rescaling, Dense Prompt Packing, Qwen3-4B on MATH 2.37x faster and +3.36%. From the
+readings: rates swept over 0-0.9, variance bounded for r <= 0.7; verl + vLLM, 5 rollouts per prompt,
+1024 tokens, 15 epochs. Ours: mean |A| as the statistic (for 0/1 rewards it orders prompts as the reward
+std does, 2 sqrt(p(1-p)(G-1)/G) with group scaling, and it is the factor by which a prompt scales the
+gradient), the pools (half the history, 3/4 of a group), the rates 0.5, the drawn-set rule.
+The default task has 20,000 prompts and 120 steps draw ~2,000, so no prompt is revisited and the prompt
+level never acts in `python dppo.py`; the paper's setting revisits a fixed set, hence --max_train_samples.
 
 Run it:
     python dppo.py                                     # offline tiny demo: r_q = r_o = 0.5, packing on
+    python dppo.py --num_generations 5 --max_train_samples 128   # dppo_paper: G = 5, 15 epochs in 120 steps
     python dppo.py --prompt_prune_rate 0 --completion_prune_rate 0 --pack_max_tokens 0   # = grpo.py --loss_type grpo
     python dppo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
@@ -65,8 +75,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from tqdm import trange
-from transformers import HfArgumentParser
 
+from common import runs
+from common.loggers import Reporter, check_report_to
 from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
@@ -92,10 +103,13 @@ class Args:
     epsilon_high: float | None = field(default=None, metadata={"help": "upper clip range (default: epsilon)"})
     num_iterations: int = field(default=1, metadata={"help": "mu: optimiser passes over each rollout batch"})
     # === DPPO: pruning rates, pools, packing; the loss defaults to a draw-independent normaliser
-    loss_type: str = field(default="grpo", metadata={"help": "grpo (sequence mean over B G, unbiased), dr_grpo or dapo"})
-    prompt_prune_rate: float = field(default=0.5, metadata={"help": "r_q: skip probability of a prompt whose last group had zero variance"})
-    completion_prune_rate: float = field(default=0.5, metadata={"help": "r_o: prune probability of a completion in the low-|A| pool"})
-    completion_pool: float = field(default=0.5, metadata={"help": "fraction of the step's completions (smallest |A|) that may be pruned"})
+    loss_type: str = field(default="grpo", metadata={"help": "grpo (sequence mean over the drawn prompts, unbiased), dr_grpo or dapo"})
+    prompt_prune_rate: float = field(default=0.5, metadata={"help": "r_q: skip probability, before rollout, of a prompt in the low-|A| history pool"})
+    prompt_pool: float = field(default=0.5, metadata={"help": "fraction of the prompts seen so far (lowest last-visit mean |A|) that may be skipped"})
+    completion_prune_rate: float = field(default=0.5, metadata={"help": "r_o: expected fraction of each group's completions pruned"})
+    completion_pool: float = field(default=0.75, metadata={"help": "fraction of each group (smallest |A|) that may be pruned; must exceed r_o"})
+    completion_scope: str = field(default="group", metadata={"help": "group: judge |A| within each group (paper); step: over the whole step"})
+    max_train_samples: int = field(default=0, metadata={"help": "train on the first N prompts only (0 = all), so prompts are revisited"})
     pack_max_tokens: int = field(default=2048, metadata={"help": "token budget (rows x padded length) of a packed micro-batch; 0 = no packing"})
     pack_window: int = field(default=256, metadata={"help": "sequences considered together when packing (256: a whole default step)"})
     # === end DPPO ===
@@ -111,14 +125,19 @@ class Args:
     output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
     run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
     resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run in output_dir/run_name (refused otherwise)"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (metrics.jsonl is always written)"})
     # --- hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+    sampler: str = field(default="lean", metadata={"help": "lean (common/sampler.py) or hf (transformers' generate, to compare)"})
 
 
 def validate(args: Args) -> None:
     """Fail with one clear line before anything heavy is loaded."""
+    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
+                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
     checks = [
         (args.max_steps >= 1, "--max_steps must be >= 1"),
         (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
@@ -127,24 +146,34 @@ def validate(args: Args) -> None:
         (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
         (args.temperature > 0, "--temperature must be > 0"),
         (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
         (args.beta >= 0, "--beta must be >= 0"),
         (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
         (args.num_iterations >= 1, "--num_iterations must be >= 1"),
         (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
         (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
         (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
         (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
         (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
          "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
     ]
     # === DPPO
     checks += [(0 <= args.prompt_prune_rate < 1 and 0 <= args.completion_prune_rate < 1, "the prune rates must be in [0, 1)"),
-               (0 <= args.completion_pool <= 1, "--completion_pool must be in [0, 1]"),
+               (0 <= args.prompt_pool <= 1 and 0 <= args.completion_pool <= 1, "the pools must be in [0, 1]"),
+               (args.completion_prune_rate == 0 or args.completion_prune_rate < args.completion_pool,
+                "--completion_prune_rate must be below --completion_pool (else a pooled completion is always pruned)"),
+               (args.completion_scope in ("group", "step"), f"unknown --completion_scope {args.completion_scope!r} (group, step)"),
+               (args.max_train_samples >= 0, "--max_train_samples must be >= 0"),
                (args.pack_max_tokens >= 0 and args.pack_window >= 1, "--pack_max_tokens must be >= 0, --pack_window >= 1")]
     # === end DPPO ===
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
+    check_report_to(args.report_to)
+    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -182,16 +211,45 @@ def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tok
 
 
 # === DPPO
-def completion_weights(advantages: torch.Tensor, rate: float, generator=None, pool_fraction: float = 0.5) -> torch.Tensor:
-    """Importance weights: 0 (pruned) or 1/(1 - rate) for the low-|A| pool, 1 outside it."""
-    weights = torch.ones(advantages.numel())
-    pool_size = int(pool_fraction * advantages.numel() + 1e-9)
-    if rate == 0 or pool_size == 0:
-        return weights
-    pool = torch.sort(advantages.detach().abs().cpu(), stable=True).indices[:pool_size]  # ties: lower index
-    keep = torch.rand(pool_size, generator=generator) >= rate
-    weights[pool] = keep.float() / (1 - rate)
-    return weights
+def prompt_pool(history: dict, fraction: float) -> set:
+    """The `fraction` of the prompts in the history with the lowest last-visit mean |A| (ties: lower index)."""
+    ranked = sorted(history, key=lambda i: (history[i], i))
+    return set(ranked[:int(fraction * len(ranked) + 1e-9)])
+
+
+def draw_prompts(stream, start: int, pool: set, rate: float, num_prompts: int, generator=None):
+    """Prompt level, before rollout. Read stream(start), stream(start + 1), ... until the *expected*
+    number of survivors reaches num_prompts; this fixes the drawn set (and the normaliser) before any
+    coin is flipped. A pooled prompt is skipped with probability `rate`, else weighted 1/(1 - rate);
+    the others weigh 1. Returns (drawn, picked, weights of picked)."""
+    drawn, expected = [], 0.0
+    while expected < num_prompts - 1e-9:
+        drawn.append(stream(start + len(drawn)))
+        expected += 1 - rate if drawn[-1] in pool else 1.0
+    picked, weights = [], []
+    for i in drawn:
+        if i in pool and torch.rand((), generator=generator).item() < rate:
+            continue  # skipped: weight 0, nothing generated
+        picked.append(i), weights.append(1 / (1 - rate) if i in pool else 1.0)
+    if not picked:  # all skipped: the estimate is 0; one prompt is generated at weight 0 so the step runs
+        picked, weights = drawn[-1:], [0.0]
+    return drawn, picked, weights
+
+
+def completion_weights(advantages: torch.Tensor, rate: float, group_size: int, pool_fraction: float = 0.75,
+                       generator=None) -> torch.Tensor:
+    """Completion level. Within each group of `group_size` (pass the step's size for scope "step"), the pool
+    is the ceil(pool_fraction n) completions with the smallest |A| (ties: lower index); each is pruned with
+    probability q = rate n / pool size, so the expected pruned fraction is `rate`; survivors weigh 1/(1 - q)."""
+    a = advantages.detach().abs().cpu().view(-1, group_size)
+    weights = torch.ones_like(a)
+    pool_size = int(np.ceil(pool_fraction * group_size - 1e-9))
+    if rate == 0 or a.numel() == 0:
+        return weights.view(-1)
+    q = rate * group_size / pool_size  # < 1 because rate < pool_fraction
+    pool = torch.sort(a, dim=1, stable=True).indices[:, :pool_size]
+    keep = torch.rand(pool.shape, generator=generator) >= q
+    return weights.scatter_(1, pool, keep.float() / (1 - q)).view(-1)
 
 
 def pack_microbatches(lengths, max_tokens: int, window: int) -> list[list[int]]:
@@ -220,8 +278,10 @@ def main(args: Args) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
-    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
     task = load_task(args.task, args.dataset_path, args.eval_size)
+    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
+    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    task.train = task.train[:args.max_train_samples or None]  # === DPPO: a small train set is revisited, so history matters ===
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
@@ -230,57 +290,47 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    was_zero_std, totals["dppo/prompts_visited_total"] = {}, 0  # === DPPO: prompt history, stream position ===
-    start_step = 0
+    totals["dppo/prompts_visited_total"] = 0  # === DPPO: the stream position (the prompt history is in method_state) ===
+    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if args.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals = ckpt["step"], ckpt["totals"]
+        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
         random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": script}, f, indent=2)
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
-    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
-        open(metrics_path, "w").close(), open(samples_path, "w").close()
-    else:
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["step"] < start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
 
     def run_eval():
         t = time.time()
         out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16)
+                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
         return {**out, "time/eval": time.time() - t}
 
     first_eval = run_eval() if start_step == 0 else None
     if first_eval:
         print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
     bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
     for step in bar:
         t_step, cpu_step = time.time(), time.process_time()
         m = {"step": step}
         # ------------------------------------------------------------------ rollout
-        # === DPPO: prompt level, before rollout; skipped slots are refilled from the stream
-        picked, prompt_w = [], []
-        while len(picked) < B:
-            i = prompt_indices(len(task.train), 1, totals["dppo/prompts_visited_total"], args.seed)[0]
-            totals["dppo/prompts_visited_total"] += 1
-            flagged = args.prompt_prune_rate > 0 and was_zero_std.get(i, False)
-            if flagged and torch.rand(()).item() < args.prompt_prune_rate:
-                continue  # skipped before rollout: weight 0, nothing generated
-            picked.append(i), prompt_w.append(1 / (1 - args.prompt_prune_rate) if flagged else 1.0)
-        rows = [task.train[i] for i in picked]
+        # === DPPO: prompt level, before rollout: skip pooled prompts at random, draw more to refill
+        history = method_state.setdefault("dppo_history", {})  # prompt index -> mean |A| at its last visit
+        pool = prompt_pool(history, args.prompt_pool) if args.prompt_prune_rate > 0 else set()
+        drawn, picked, prompt_w = draw_prompts(lambda k: prompt_indices(len(task.train), 1, k, args.seed)[0],
+                                               totals["dppo/prompts_visited_total"], pool, args.prompt_prune_rate,
+                                               args.prompts_per_step)
+        totals["dppo/prompts_visited_total"] += len(drawn)
+        B, rows = len(picked), [task.train[i] for i in picked]  # B: prompts generated this step (B on average)
         # === end DPPO ===
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
         completion_ids, completion_mask, truncated = generate(
-            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16)
+            model, tok, prompt_ids, prompt_mask, G, args.max_completion_length, args.temperature, bf16=args.bf16,
+            sampler=args.sampler)
         owner = torch.arange(B, device=device).repeat_interleave(G)  # the prompt of each completion
         input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
@@ -301,16 +351,25 @@ def main(args: Args) -> dict:
                 for i in range(min(2 * G, len(texts))):
                     f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
                                         "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
-        # === DPPO: completion level; the normalisers stay those of the full batch, so E[loss] is unchanged
-        was_zero_std.update({i: bool(s == 0) for i, s in zip(picked, group_std.tolist())})
-        weights = completion_weights(advantages, args.completion_prune_rate, pool_fraction=args.completion_pool)
-        weights = (weights * torch.tensor(prompt_w).repeat_interleave(G)).to(device)
-        kept = weights.nonzero().flatten()
-        num_sequences_full, num_tokens_full = B * G, int(completion_mask.sum())
-        m.update({"dppo/prompt_weight_mean": float(np.mean(prompt_w)), "dppo/completions_kept": kept.numel() / (B * G)})
+        # === DPPO: completion level; the normalisers are those of all the prompts drawn, pruned ones included
+        history.update(zip(picked, advantages.view(B, G).abs().mean(1).tolist()))
+        completion_w = completion_weights(advantages, args.completion_prune_rate,
+                                          G if args.completion_scope == "group" else B * G, args.completion_pool)
+        row_prompt_w = torch.tensor(prompt_w).repeat_interleave(G)
+        weights = (completion_w * row_prompt_w).to(device)
+        num_sequences_full = len(drawn) * G  # grpo, dr_grpo: fixed before any coin, so E[loss] = GRPO's on `drawn`
+        num_tokens_full = float((completion_mask.sum(1).cpu() * row_prompt_w).sum())  # dapo: an estimate only
+        m.update({"dppo/prompts_drawn": len(drawn), "dppo/prompts_generated": B,
+                  "dppo/prompts_pooled": sum(i in pool for i in drawn) / len(drawn),
+                  "dppo/prompts_pruned": 1 - sum(w > 0 for w in prompt_w) / len(drawn),
+                  "dppo/prompt_weight_mean": float(np.mean(prompt_w)),
+                  "dppo/completions_pruned": (completion_w == 0).float().mean().item(),
+                  "dppo/completions_kept": (weights > 0).float().mean().item()})
+        # nothing left: train one row at weight 0 and advantage 0, which the update skips as degenerate
+        kept = weights.nonzero().flatten() if bool((weights > 0).any()) else torch.zeros(1, dtype=torch.long, device=device)
         prompt_lengths = prompt_mask.sum(1).repeat_interleave(G)[kept]
         input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
-        advantages, weights = advantages[kept], weights[kept]
+        advantages, weights = advantages[kept] * (weights[kept] > 0), weights[kept]
         # === end DPPO ===
         m["time/score"] = time.time() - t
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
@@ -375,11 +434,15 @@ def main(args: Args) -> dict:
                         d = (ref - logp).detach()
                         stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                elif grad_norm == 0:
+                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
+                else:
                     optimizer.step()
                     totals["updates_total"] += 1
-                else:
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
+                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
                 optimizer.zero_grad(set_to_none=True)
                 grad_norms.append(grad_norm.item())
         m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
@@ -407,16 +470,18 @@ def main(args: Args) -> dict:
             m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
+        reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
             rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "totals": totals, "rng": rng, "state": method_state,
+                                             "config": {**asdict(args), "script": script}})
+        last_acc = m.get("eval_after/sampled_acc", last_acc)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
-    model.save_pretrained(os.path.join(run_dir, "final"))
-    tok.save_pretrained(os.path.join(run_dir, "final"))
+    runs.save_final(model, tok, run_dir)
+    reporter.close()
     last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
     if first_eval:
         print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
@@ -426,4 +491,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(runs.parse_args(Args))

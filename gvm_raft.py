@@ -1,50 +1,68 @@
 """GVM-RAFT: Gradient-Variance-Minimising sample allocation = grpo.py + a pilot stage, per-prompt budgets, RAFT/RAFT++.
 
 Paper: "Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization in Rejection
-Sampling and RL", arXiv 2505.02391; official code: RLHFlow/GVM (an offline, multi-stage verl pipeline).
+Sampling and RL", arXiv 2505.02391; official code: RLHFlow/GVM (em/ scripts for the pilot and the
+allocation, a verl fork for the training).
 
 The idea. Training a reasoner is EM over latent chains of thought: the E-step samples rationales
 and keeps those that reach the right answer (rejection sampling), the M-step fine-tunes on them
-(RAFT). Giving every prompt the same number of samples wastes budget: an easy prompt needs few
-samples to yield an accepted one, a hard one many, and prompts differ in how much their gradient
-matters. GVM spends a fixed budget where it reduces the variance of the stochastic gradient most,
-using each prompt's acceptance rate p_i and gradient norm G_i, estimated from a small pilot sample.
+(RAFT). An easy prompt needs few samples to yield an accepted one, a hard one many, and prompts
+differ in how much their gradient matters: GVM spends a fixed budget where it cuts the variance of
+the stochastic gradient most, from each prompt's acceptance rate p_i and gradient norm G_i.
 
 One step (B prompts, budget N = B x `num_generations`):
     pilot     N' = `num_pilot` samples per prompt; accepted = reward > 0.5; p_i = #accepted / N'
-    G_i       mean over prompt i's accepted pilot samples of || d(-sum_t log pi(y_t | x, y_<t)) / dE ||_2,
-              E = the input embedding matrix (the official cheap proxy); G_i = 0 if none accepted
+    G_i       mean over prompt i's accepted pilot samples of || d(-sum_t log pi(y_t | x, y_<t)) / dW ||_2,
+              W = the embed_tokens parameter; tied, W is also the lm_head and both uses are in its
+              gradient (the official proxy; neither part bounds the other); G_i = 0 if none accepted
     allocate  w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1))   (w_i = 0 if p_i = 0 or G_i = 0)
               n_i = N w_i / sum_j w_j, rounded by largest remainder so that sum_i n_i = N exactly,
-              capped at `max_per_prompt` (the excess is re-spread); all w_i = 0 -> uniform
-    sample    reuse the first min(n_i, N') pilot samples, draw n_i - N' more where n_i > N'
+              capped at `max_per_prompt` (the excess is re-spread); all w_i = 0 -> uniform, or skip
+    sample    reuse the first min(n_i, N') pilot samples and draw n_i - N' more, or n_i fresh ones
     M-step    raft:   -A_i log pi(y_it),  A_i = max(r_i, 0) on accepted samples, 0 otherwise (SFT)
-              raft++: grpo.py's clipped ratio loss with the same A (differs from raft when a batch
-                      is reused, num_iterations > 1, as the official runs do with mini-batches)
+              raft++: grpo.py's clipped ratio loss with the same A (= raft unless the batch is reused:
+                      num_iterations > 1 or steps_per_generation > 1, as the official runs)
               grpo:   group advantages over each prompt's n_i samples; a group of one gets A = r
-With alpha = 0 the rule n_i ~ G_i / sqrt(p_i) is the Lagrange solution of "minimise
-sum_i G_i^2 / (n_i p_i) subject to sum_i n_i = N"; the alpha / p term starves prompts that are
-nearly never solved.
+With alpha = 0, n_i ~ G_i / sqrt(p_i) minimises sum_i G_i^2 / (n_i p_i) (the variance of a mean over
+prompts of per-prompt means of accepted gradients) subject to sum_i n_i = N; the alpha term starves
+prompts that are nearly never solved. RAFT's mean runs over the accepted samples' tokens (default),
+over all samples' tokens (`train_rejected`: rejected ones have A = 0 but count, and carry the KL term,
+as verl does), or per prompt (`mstep_mean prompt`, the paper's Algorithm 1: the factor
+N_trained / (B' |acc_i|) on A, B' = prompts with an accepted sample; with loss_type dapo that is the
+mean over prompts of the mean summed NLL of their accepted samples, over the mean length).
+`steps_per_generation` (TRL's name) splits a step into random mini-batches, one optimiser step each.
+Symbols: N' = `num_pilot`, alpha, beta = `alloc_alpha`, `alloc_beta` (not the KL beta). Neutral:
+`--allocation uniform --estimator grpo` is grpo.py (tested).
 
-Symbols: N' = `num_pilot`, N / B = `num_generations`, alpha = `alloc_alpha`, beta = `alloc_beta`
-(not the KL beta). `allocation uniform` skips the pilot and gives every prompt num_generations
-samples: with `estimator grpo` that *is* grpo.py (tested).
+The official pipeline (RLHFlow/GVM d640a75, read for issue 14 and shared/spec/audits/
+pods-cppo-gvm-vs-official-code.md) computes every n_i once per EM iteration, over its ~9 x 1024
+prompts, from an N' = 8 pilot of the iteration's first policy (N = 8 per prompt on average, the same
+rounding, no cap: 24 is in a legacy script nothing calls); verl then trains 1024-prompt batches on
+n_i fresh samples each, skipping a batch whose n_i are all 0, with RAFT++ = clip 0.2, a token mean
+over all samples (rejected included) and a KL loss of 0.001 (k3 clamped to [-10, 10]). Its 256-sample
+mini-batches make ~32 optimiser steps per rollout step against 4 for the n = 8 baselines (256 prompts
+x 8): an 8x confound in the paper's comparison. Here all of it runs online, every step, over B
+prompts, and G_i takes one batched backward (a Gram identity for the lm_head part) instead of one per
+sample. Pilot samples not kept count in rollouts/generated_total.
 
-What the official pipeline does differently: it runs the stages offline over 1024-prompt batches
-with N' = 8 and N = 8n (here online, every step, with our small defaults), caps n_i at 24, uses a
-KL loss (0.001), mini-batch reuse for RAFT++, and for tied embeddings takes the gradient of the
-shared matrix; we take the input-embedding part of the gradient (exact for the untied tiny model,
-a lower bound otherwise) with one batched backward instead of one per sample. The pilot samples
-of prompts that get n_i < N' are generated and discarded; they count in rollouts/generated_total.
+Why GVM lost to uniform RAFT++ on the tiny task (issue 14; our defaults, 40 steps, seed 0): 4.7 of 16
+prompts per step got n_i = 0 though only 0.8 had p_i = 0 (the allocation concentrates, rounding
+zeroes small shares) and 2.9 sat at the cap; G_i spans 80-630x within a batch at the warm start and
+540-3150x after training, tracking the summed NLL of the accepted samples (correlation 0.6-0.99): how
+improbable the lucky samples were. Pooled over tokens, a capped easy prompt supplies 20-27% of a
+step's accepted samples instead of 1/16.
 
 Run it:
-    python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++
+    python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++ (our defaults)
     python gvm_raft.py --allocation uniform            # RAFT++ with num_generations samples per prompt
     python gvm_raft.py --estimator grpo                # GVM-GRPO
+    python gvm_raft.py --num_pilot 8 --max_per_prompt 0 --reuse_pilot False --zero_allocation skip \\
+        --train_rejected True --beta 0.001 --steps_per_generation 8   # the official setting (gvm_paper)
     python gvm_raft.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
-        --num_pilot 4 --micro_batch_size 8 --max_steps 500 --eval_every 50
-Outputs go to runs/<run_name>/ as for grpo.py, with gvm/* metrics added.
+        --num_pilot 8 --micro_batch_size 8 --max_steps 500 --eval_every 50
+Outputs go to runs/<run_name>/ as for grpo.py, plus gvm/*: accept_rate_mean, prompts_without_support,
+grad_norm_mean|max (G_i), allocation (n_i), samples_drawn|used, skipped, accepted_samples, time_pilot.
 """
 
 import copy
@@ -58,8 +76,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from tqdm import trange
-from transformers import HfArgumentParser
 
+from common import runs
+from common.loggers import Reporter, check_report_to
 from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
@@ -78,11 +97,16 @@ class Args:
     # === GVM: the budget is B x num_generations samples per step, spread by the allocation
     estimator: str = field(default="raft++", metadata={"help": "M-step: raft (SFT on accepted), raft++ (ratio + clip) or grpo"})
     allocation: str = field(default="gvm", metadata={"help": "gvm (pilot + variance-minimising n_i) or uniform (G per prompt)"})
-    num_pilot: int = field(default=4, metadata={"help": "N': pilot samples per prompt for p_i and G_i"})
-    max_per_prompt: int = field(default=24, metadata={"help": "cap on n_i (0 = none)"})
+    num_pilot: int = field(default=4, metadata={"help": "N': pilot samples per prompt for p_i and G_i (<= num_generations; official 8)"})
+    reuse_pilot: bool = field(default=True, metadata={"help": "n_i includes the prompt's pilot samples (False: n_i fresh ones, official)"})
+    max_per_prompt: int = field(default=24, metadata={"help": "cap on n_i (0 = none, official)"})
+    zero_allocation: str = field(default="uniform", metadata={"help": "all w_i = 0: uniform (G each) or skip (no samples, no update: official)"})
     alloc_alpha: float = field(default=1e-3, metadata={"help": "alpha in w = G / sqrt(p + alpha / p^(beta - 1))"})
     alloc_beta: float = field(default=2.0, metadata={"help": "beta in the same (not the KL coefficient)"})
     accept_threshold: float = field(default=0.5, metadata={"help": "a sample is accepted when its reward exceeds this"})
+    train_rejected: bool = field(default=False, metadata={"help": "raft/raft++: rejected samples (A = 0) count in the token mean and KL (official)"})
+    mstep_mean: str = field(default="token", metadata={"help": "raft/raft++: token (mean over tokens) or prompt (per-prompt mean, Algorithm 1)"})
+    steps_per_generation: int = field(default=1, metadata={"help": "optimiser steps per rollout batch, one per random mini-batch"})
     # === end GVM ===
     max_prompt_length: int = field(default=256, metadata={"help": "prompts are left-truncated to this many tokens"})
     max_completion_length: int = field(default=64, metadata={"help": "longer completions are cut and counted as clipped"})
@@ -106,14 +130,19 @@ class Args:
     output_dir: str = field(default="runs", metadata={"help": "runs land in output_dir/run_name"})
     run_name: str | None = field(default=None, metadata={"help": "default: <script>_<task>_seed<seed>"})
     resume: bool = field(default=False, metadata={"help": "continue the run in output_dir/run_name from its checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run in output_dir/run_name (refused otherwise)"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb (metrics.jsonl is always written)"})
     # --- hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for generation and forward passes (GPU)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory in the update"})
+    sampler: str = field(default="lean", metadata={"help": "lean (common/sampler.py) or hf (transformers' generate, to compare)"})
 
 
 def validate(args: Args) -> None:
     """Fail with one clear line before anything heavy is loaded."""
+    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
+                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
     checks = [
         (args.max_steps >= 1, "--max_steps must be >= 1"),
         (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
@@ -122,28 +151,41 @@ def validate(args: Args) -> None:
         (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
         (args.temperature > 0, "--temperature must be > 0"),
         (args.learning_rate > 0, "--learning_rate must be > 0"),
+        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
         (args.beta >= 0, "--beta must be >= 0"),
         (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
         (args.num_iterations >= 1, "--num_iterations must be >= 1"),
         (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
         (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
         (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
+        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
+        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
         (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
+        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
         (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
          "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
     ]
     # === GVM
-    checks += [(args.estimator in ("raft", "raft++", "grpo"), f"unknown --estimator {args.estimator!r} (raft, raft++, grpo)"),
-               (args.allocation in ("gvm", "uniform"), f"unknown --allocation {args.allocation!r} (gvm, uniform)"),
-               (args.num_pilot >= 1 and args.alloc_alpha >= 0, "--num_pilot must be >= 1 and --alloc_alpha >= 0"),
-               (args.max_per_prompt == 0 or args.max_per_prompt >= args.num_generations,
+    runs.check_finite(alloc_alpha=args.alloc_alpha, alloc_beta=args.alloc_beta, accept_threshold=args.accept_threshold)
+    choices = {"estimator": ("raft", "raft++", "grpo"), "allocation": ("gvm", "uniform"),
+               "zero_allocation": ("uniform", "skip"), "mstep_mean": ("token", "prompt")}
+    checks += [(getattr(args, k) in v, f"unknown --{k} {getattr(args, k)!r} ({', '.join(v)})") for k, v in choices.items()]
+    checks += [(min(args.num_pilot, args.steps_per_generation) >= 1 and args.alloc_alpha >= 0,
+                "--num_pilot and --steps_per_generation must be >= 1, --alloc_alpha >= 0"),
+               (args.allocation == "uniform" or args.num_pilot <= args.num_generations,
+                f"--num_pilot ({args.num_pilot}) must be <= --num_generations ({args.num_generations}): a pilot larger than the budget"),
+               (args.allocation == "uniform" or args.max_per_prompt == 0 or args.max_per_prompt >= args.num_generations,
                 "--max_per_prompt must be 0 or >= num_generations (else the budget does not fit)"),
                (args.estimator != "raft" or args.beta == 0, "--estimator raft is plain SFT: use raft++ for a KL term"),
+               (args.estimator != "grpo" or (args.mstep_mean == "token" and not args.train_rejected),
+                "--mstep_mean prompt and --train_rejected are for raft and raft++ (grpo trains every sample)"),
                (args.scale_rewards != "batch", "--scale_rewards batch is not defined for per-prompt budgets")]
     # === end GVM ===
     for ok, message in checks:
         if not ok:
             raise SystemExit(f"error: {message}")
+    check_report_to(args.report_to)
+    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -182,13 +224,15 @@ def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tok
 
 # === GVM
 def allocate_budget(grad_norms, accept_rates, budget: int, alpha: float = 1e-3, beta: float = 2.0,
-                    max_per_prompt: int | None = None) -> torch.Tensor:
-    """Per-prompt sample counts n_i ~ G_i / sqrt(p_i + alpha / p_i^(beta - 1)), summing exactly to budget."""
+                    max_per_prompt: int | None = None, zero_allocation: str = "uniform") -> torch.Tensor:
+    """Per-prompt sample counts n_i ~ G_i / sqrt(p_i + alpha / p_i^(beta - 1)), summing exactly to budget
+    (or all 0 when no prompt has weight and zero_allocation is "skip")."""
     g, p = torch.as_tensor(grad_norms, dtype=torch.float64), torch.as_tensor(accept_rates, dtype=torch.float64)
     safe = p.clamp(min=1e-12)
     w = torch.where((p > 0) & (g > 0), g / torch.sqrt(safe + alpha / safe ** (beta - 1)), torch.zeros_like(g))
-    if w.sum() == 0:
-        w = torch.ones_like(g)  # no prompt has any signal: fall back to uniform
+    if w.sum() == 0 and zero_allocation == "skip":  # no prompt has any signal: nothing to sample (official)
+        return torch.zeros(len(g), dtype=torch.long)
+    w = torch.ones_like(g) if w.sum() == 0 else w  # ... or spend the budget uniformly
     cap = max_per_prompt or budget
     counts = torch.zeros(len(g), dtype=torch.long)
     while (left := budget - int(counts.sum())) > 0:  # capped prompts drop out and their excess is re-spread
@@ -204,19 +248,46 @@ def allocate_budget(grad_norms, accept_rates, budget: int, alpha: float = 1e-3, 
 
 
 def embedding_grad_norms(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
-    """Per sequence: || gradient of its summed completion NLL w.r.t. the input embedding matrix ||_2."""
-    L = completion_mask.size(1)
-    emb = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-    logits = model(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False, logits_to_keep=L + 1,
-                   position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0)).logits
-    logp = logits[:, :-1].float().log_softmax(-1).gather(-1, input_ids[:, -L:].unsqueeze(-1)).squeeze(-1)
-    # Sequences do not interact, so one backward of the summed NLL gives every row its own gradient.
-    (grad,) = torch.autograd.grad(-(logp * completion_mask).sum(), emb)
+    """Per sequence: || gradient of its summed completion NLL w.r.t. the embed_tokens parameter W ||_2, from one
+    batched backward (rows do not interact). A tied W is also the lm_head: its part D^T H per row (D = dNLL/dlogits,
+    H = the lm_head's input) adds ||D^T H||^2 = sum((D D^T) * (H H^T)) and a cross term, never a vocab x d matrix."""
+    if input_ids.size(0) == 0:  # nothing accepted in this chunk (a forward pass over 0 rows fails)
+        return torch.zeros(0, device=input_ids.device)
+    L, W = completion_mask.size(1), model.get_input_embeddings().weight
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is W
+    emb = model.get_input_embeddings()(input_ids[:, :-1]).detach().requires_grad_(True)  # the last input predicts nothing
+    mask = attention_mask[:, :-1]
+    hidden = model.base_model(inputs_embeds=emb, attention_mask=mask, use_cache=False,
+                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state[:, -L:]
+    logits = model.get_output_embeddings()(hidden).float()
+    logp = logits.gather(-1, input_ids[:, -L:, None]).squeeze(-1) - logits.logsumexp(-1)
+    grads = torch.autograd.grad(-(logp * completion_mask).sum(), (emb, logits) if tied else (emb,))
+    d_emb = (grads[0] * mask.unsqueeze(-1)).float()
     norms = []
-    for ids, row in zip(input_ids, grad * attention_mask.unsqueeze(-1)):
-        tokens, where = ids.unique(return_inverse=True)  # a token used twice adds into one matrix row
-        norms.append(torch.zeros(len(tokens), row.size(-1), device=row.device).index_add_(0, where, row.float()).norm())
+    for s in range(len(input_ids)):
+        tokens, where = input_ids[s, :-1].unique(return_inverse=True)  # a token used twice adds into one row of W
+        rows = torch.zeros(len(tokens), W.size(1), device=W.device).index_add_(0, where, d_emb[s])
+        sq = rows.pow(2).sum()
+        if tied:
+            D, H = grads[1][s], hidden[s].detach().float()
+            sq = sq + 2 * (rows * (D[:, tokens].T @ H)).sum() + (D @ D.T * (H @ H.T)).sum()
+        norms.append(sq.clamp(min=0).sqrt())
     return torch.stack(norms)
+
+
+def prompt_mean_weights(owner, accepted, num_trained: int) -> torch.Tensor:
+    """Per-sample factors on A that turn the token mean over the trained samples into the paper's
+    per-prompt mean (Algorithm 1): num_trained / (B' |acc_i|), B' = the prompts with an accepted sample."""
+    if not accepted.any():
+        return torch.ones(len(owner), device=owner.device)
+    per_prompt = torch.bincount(owner[accepted], minlength=int(owner.max()) + 1)
+    return num_trained / (int((per_prompt > 0).sum()) * per_prompt[owner].clamp(min=1).float())
+
+
+def mini_batches(num_samples: int, steps: int, micro_batch_size: int, seed: int, device) -> list:
+    """`steps` random mini-batches (one optimiser step each) of the step's samples, split into micro-batches."""
+    perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed)).to(device)
+    return [chunk.split(micro_batch_size) for chunk in perm.tensor_split(steps) if len(chunk)]
 # === end GVM ===
 
 
@@ -227,8 +298,9 @@ def main(args: Args) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
-    run_dir = os.path.join(args.output_dir, args.run_name or f"{script}_{args.task}_seed{args.seed}")
     task = load_task(args.task, args.dataset_path, args.eval_size)
+    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
+    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
@@ -237,37 +309,28 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    start_step = 0
+    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if args.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals = ckpt["step"], ckpt["totals"]
+        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
         random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": script}, f, indent=2)
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
-    if not args.resume:  # a fresh run starts fresh files; a resumed one drops records past its checkpoint
-        open(metrics_path, "w").close(), open(samples_path, "w").close()
-    else:
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["step"] < start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
 
     def run_eval():
         t = time.time()
         out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16)
+                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
         return {**out, "time/eval": time.time() - t}
 
     first_eval = run_eval() if start_step == 0 else None
     if first_eval:
         print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
+    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
     bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
     for step in bar:
         t_step, cpu_step = time.time(), time.process_time()
@@ -275,10 +338,10 @@ def main(args: Args) -> dict:
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
-        # === GVM: pilot samples -> p_i, G_i -> n_i; then the extra samples (uniform: grpo.py's rollout)
+        # === GVM: pilot samples -> p_i, G_i -> n_i; then the n_i samples (uniform: grpo.py's rollout)
         sample = lambda ids, mask, k: generate(model, tok, ids, mask, k, args.max_completion_length,  # noqa: E731
-                                               args.temperature, bf16=args.bf16)
-        counts, Np = torch.full((B,), G), args.num_pilot
+                                               args.temperature, bf16=args.bf16, sampler=args.sampler)
+        counts, Np, skip = torch.full((B,), G), args.num_pilot, False
         if args.allocation == "uniform":
             completion_ids, completion_mask, truncated = sample(prompt_ids, prompt_mask, G)
         else:
@@ -293,25 +356,30 @@ def main(args: Args) -> dict:
                 norms[c.cpu()] = embedding_grad_norms(model, ids, pilot_attention[c], pilot_mask[c]).cpu()
             p = accepted.view(B, Np).double().mean(1)
             grad_norm_i = norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
-            counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt)
+            counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt,
+                                     args.zero_allocation)
             m["gvm/time_pilot"] = time.time() - t_pilot  # pilot samples, scoring, G_i and the allocation
-            extra = (counts - Np).clamp(min=0).to(device)
-            new = sample(prompt_ids.repeat_interleave(extra, 0), prompt_mask.repeat_interleave(extra, 0), 1) \
-                if extra.sum() else (pilot_ids[:0], pilot_mask[:0], pilot_trunc[:0])
+            m["gvm/allocation"], skip = counts.tolist(), int(counts.sum()) == 0
+            # per prompt: the pilot samples it keeps, then its new ones (skip: the pilot is the step's untrained batch)
+            reused = torch.full((B,), Np) if skip else counts.clamp(max=Np) if args.reuse_pilot else torch.zeros_like(counts)
+            extra = (counts - reused).clamp(min=0)
+            new = sample(prompt_ids.repeat_interleave(extra.to(device), 0), prompt_mask.repeat_interleave(extra.to(device), 0),
+                         1) if extra.sum() else (pilot_ids[:0], pilot_mask[:0], pilot_trunc[:0])
             width = max(pilot_ids.size(1), new[0].size(1))
             pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.size(1)), value=v)  # noqa: E731
             pool_ids = torch.cat([pad(pilot_ids, tok.pad_token_id), pad(new[0], tok.pad_token_id)])
             pool_mask, pool_trunc = torch.cat([pad(pilot_mask, 0), pad(new[1], 0)]), torch.cat([pilot_trunc, new[2]])
-            take, nxt = [], B * Np  # per prompt: its first min(n_i, N') pilot samples, then its extra ones
+            take, nxt = [], B * Np
             for i in range(B):
-                take += [i * Np + k for k in range(min(int(counts[i]), Np))] + list(range(nxt, nxt + int(extra[i])))
+                take += list(range(i * Np, i * Np + int(reused[i]))) + list(range(nxt, nxt + int(extra[i])))
                 nxt += int(extra[i])
             completion_ids, completion_mask, truncated = pool_ids[take], pool_mask[take], pool_trunc[take]
-            totals["rollouts/generated_total"] += int((Np - counts.clamp(max=Np)).sum())  # discarded pilot samples
-            m.update({"gvm/accept_rate_mean": p.mean().item(),
+            totals["rollouts/generated_total"] += B * Np - int(reused.sum())  # pilot samples outside the step's batch
+            counts = reused + extra
+            m.update({"gvm/accept_rate_mean": p.mean().item(), "gvm/skipped": int(skip),
                       "gvm/prompts_without_support": int((p == 0).sum()), "gvm/grad_norm_mean": grad_norm_i.mean().item(),
                       "gvm/grad_norm_max": grad_norm_i.max().item(), "gvm/samples_drawn": B * Np + int(extra.sum())})
-        m.update({"gvm/samples_used": int(counts.sum()), "gvm/allocation": counts.tolist()})
+        m.update({"gvm/samples_used": 0 if skip else int(counts.sum()), "gvm/allocation": m.get("gvm/allocation", counts.tolist())})
         owner = torch.arange(B, device=device).repeat_interleave(counts.to(device))
         # === end GVM ===
         input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
@@ -341,9 +409,16 @@ def main(args: Args) -> dict:
                 for i in range(min(2 * G, len(texts))):
                     f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
                                         "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
-        # === GVM: RAFT and RAFT++ train on the accepted samples only (the others have A = 0 and no gradient)
+        # === GVM: RAFT and RAFT++ train on the accepted samples (the others have A = 0 and no gradient), or on all
+        # of them (train_rejected: their tokens count in the mean and the KL); idle = nothing to train on at all
+        idle = skip
         if args.estimator != "grpo":
-            kept = (advantages > 0).nonzero().flatten()
+            accepted = advantages > 0
+            kept = torch.arange(len(accepted), device=device) if args.train_rejected else accepted.nonzero().flatten()
+            if args.mstep_mean == "prompt":
+                advantages = advantages * prompt_mean_weights(owner, accepted, len(kept))
+            idle = idle or len(kept) == 0
+            kept = kept if len(kept) else kept.new_zeros(1)  # keep one row so that no tensor below is empty
             input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
             advantages = advantages[kept]
         # === end GVM ===
@@ -352,9 +427,14 @@ def main(args: Args) -> dict:
         t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
+        # === GVM: steps_per_generation random mini-batches, one optimiser step each (1: grpo.py's single step)
+        minis = [micro_batches] if args.steps_per_generation == 1 else mini_batches(
+            N, args.steps_per_generation, args.micro_batch_size, args.seed * 100_003 + step, device)
+        M, scale = len(minis), [(sum(map(len, mini)), int(sum(completion_mask[mb].sum() for mb in mini))) for mini in minis]
+        # === end GVM ===
         old_logps = ref_logps = None
         with torch.no_grad():
-            if args.num_iterations > 1:
+            if args.num_iterations > 1 or M > 1:  # === GVM: later mini-batches need the rollout policy's log-probs ===
                 old_logps = torch.cat([per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
             if ref_model is not None:
@@ -366,15 +446,15 @@ def main(args: Args) -> dict:
         num_tokens = int(completion_mask.sum())
         stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
         grad_norms, tokens_trained, rollouts_trained = [], 0, 0
-        if bool((advantages == 0).all()) and args.beta == 0:
+        if (bool((advantages == 0).all()) and args.beta == 0) or idle:  # === GVM: idle: not even a KL step ===
             totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
-            for it in range(args.num_iterations):
-                for mb in micro_batches:
+            for it in range(args.num_iterations * M):  # === GVM: pass it // M, mini-batch it % M ===
+                for mb in minis[it % M]:  # === GVM ===
                     mask = completion_mask[mb]
                     logp, entropy = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
-                                                    args.bf16, with_entropy=(it == 0))
+                                                    args.bf16, with_entropy=(it < M))  # === GVM ===
                     old = logp.detach() if old_logps is None else old_logps[mb]
                     ref = None if ref_logps is None else ref_logps[mb]
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
@@ -382,7 +462,7 @@ def main(args: Args) -> dict:
                     if args.estimator == "raft":
                         token_loss = -advantages[mb].unsqueeze(1) * logp
                     # === end GVM ===
-                    loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
+                    loss = aggregate_loss(token_loss, mask, args.loss_type, *scale[it % M], args.max_completion_length)  # === GVM ===
                     loss.backward()
                     tokens_trained += int(mask.sum())
                     rollouts_trained += len(mb)
@@ -396,13 +476,18 @@ def main(args: Args) -> dict:
                         d = (ref - logp).detach()
                         stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if torch.isfinite(grad_norm) and np.isfinite(stats["loss"]):
+                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
+                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                elif grad_norm == 0:
+                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
+                else:
                     optimizer.step()
                     totals["updates_total"] += 1
-                else:
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
+                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
+                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
                 optimizer.zero_grad(set_to_none=True)
                 grad_norms.append(grad_norm.item())
+        stats["loss"] /= M  # === GVM: the mean over mini-batches ===
         m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
         m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
         if args.beta == 0:
@@ -428,16 +513,18 @@ def main(args: Args) -> dict:
             m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps(m) + "\n")
+        reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
             rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                    "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            torch.save({"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "totals": totals, "rng": rng}, ckpt_path + ".tmp")
-            os.replace(ckpt_path + ".tmp", ckpt_path)  # atomic: a kill mid-write never corrupts the checkpoint
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc=f"{m.get('eval_after/sampled_acc', float('nan')):.2f}")
+            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                             "totals": totals, "rng": rng, "state": method_state,
+                                             "config": {**asdict(args), "script": script}})
+        last_acc = m.get("eval_after/sampled_acc", last_acc)
+        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
-    model.save_pretrained(os.path.join(run_dir, "final"))
-    tok.save_pretrained(os.path.join(run_dir, "final"))
+    runs.save_final(model, tok, run_dir)
+    reporter.close()
     last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
     if first_eval:
         print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
@@ -447,4 +534,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(runs.parse_args(Args))

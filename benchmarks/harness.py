@@ -34,23 +34,67 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 EVAL_FLAGS = ["--eval_every", "10", "--eval_size", "256", "--eval_num_samples", "4", "--save_every", "0"]
 
+GVM_PAPER = ["--num_pilot", "8", "--max_per_prompt", "0", "--reuse_pilot", "False", "--zero_allocation", "skip",
+             "--train_rejected", "True", "--beta", "0.001", "--steps_per_generation", "8"]
 # config -> (script, flags): the defaults of each script, and the variants the method benchmarks need
 CONFIGS = {
     "grpo": ("grpo.py", []),
     "pods": ("pods.py", []),  # n = 16, m = 8
     "pods_n32": ("pods.py", ["--num_generations", "32", "--num_keep", "8"]),
+    # PODS paper: n = 4m (the MATH setting 32/8) with the single-GPU trainer's per-sequence mean loss, and its
+    # GRPO baseline with n = m = 8 and the same loss (pods_n32 above is the multi-GPU fork's token mean)
+    "pods_paper": ("pods.py", ["--num_generations", "32", "--num_keep", "8", "--loss_type", "grpo"]),
+    "grpo_pods_paper": ("grpo.py", ["--loss_type", "grpo"]),
     "cppo": ("cppo.py", []),  # P = 0.5 with allocation
     "cppo_p0.75": ("cppo.py", ["--prune_rate", "0.75"]),
     "cppo_p0.875": ("cppo.py", ["--prune_rate", "0.875"]),
+    # CPPO paper: G = 16, mu = 2, beta = 0.04, global pruning with allocation, token mean over the survivors;
+    # 8 prompts x 16 keeps 128 rollouts trained per step as in every other config; and its GRPO baseline
+    "cppo_paper": ("cppo.py", ["--num_generations", "16", "--prompts_per_step", "8", "--num_iterations", "2",
+                               "--beta", "0.04"]),  # P = 0.5
+    "cppo_paper_p0.75": ("cppo.py", ["--num_generations", "16", "--prompts_per_step", "8", "--num_iterations", "2",
+                                     "--beta", "0.04", "--prune_rate", "0.75"]),
+    "cppo_paper_p0.875": ("cppo.py", ["--num_generations", "16", "--prompts_per_step", "8", "--num_iterations", "2",
+                                      "--beta", "0.04", "--prune_rate", "0.875"]),
+    "grpo_cppo_paper": ("grpo.py", ["--num_generations", "16", "--prompts_per_step", "8", "--num_iterations", "2",
+                                    "--beta", "0.04"]),
     "dppo": ("dppo.py", []),
     "dppo_nopack": ("dppo.py", ["--pack_max_tokens", "0"]),
-    "d3s": ("d3s.py", []),
-    "d1s": ("d3s.py", ["--token_ratio_start", "1", "--token_ratio_end", "1"]),
+    # the paper's setting scaled: G = 5, a fixed train set revisited (128 prompts = 15 epochs in 120 steps);
+    # its rates are not public, 0.5 is ours; and its GRPO baseline (dppo.py's neutral setting = grpo.py
+    # --loss_type grpo) on the same 128 prompts, since grpo.py has no --max_train_samples
+    "dppo_paper": ("dppo.py", ["--num_generations", "5", "--max_train_samples", "128"]),
+    "dppo_paper_grpo": ("dppo.py", ["--num_generations", "5", "--max_train_samples", "128", "--prompt_prune_rate", "0",
+                                    "--completion_prune_rate", "0", "--pack_max_tokens", "0"]),
+    "d3s": ("d3s.py", []),  # D3S: cross-group samples + tokens, linear schedule (the paper's variants below)
+    "d3s_paper": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75",
+                             "--token_ratio_start", "0.2", "--token_ratio_end", "0.5"]),  # paper-like; its values are not public
+    "d3s_i": ("d3s.py", ["--scope", "intra"]),  # D3S-I: per-group samples + tokens, schedule
+    "d2s": ("d3s.py", ["--schedule", "none"]),  # D2S: cross-group samples + tokens, no schedule
+    "d1s_cross": ("d3s.py", ["--token_ratio_start", "1", "--token_ratio_end", "1", "--schedule", "none"]),
+    "d1s": ("d3s.py", ["--scope", "intra", "--token_ratio_start", "1", "--token_ratio_end", "1", "--schedule", "none"]),
     "gvm_raft++": ("gvm_raft.py", []),
     "raft++": ("gvm_raft.py", ["--allocation", "uniform"]),
     "gvm_grpo": ("gvm_raft.py", ["--estimator", "grpo"]),
+    # GVM's official setting (RLHFlow/GVM): N' = 8, no cap, n_i fresh, all-zero skips, RAFT++ token mean over all
+    # samples, KL 0.001, 8x the baseline's optimiser steps per rollout step (official: 32 vs 4 mini-batches);
+    # the paper's Algorithm 1 M-step (per-prompt mean) on top; and the paper's RAFT++ baseline (n = 8 uniform)
+    "gvm_paper": ("gvm_raft.py", GVM_PAPER),
+    "gvm_paper_prompt_mean": ("gvm_raft.py", GVM_PAPER + ["--mstep_mean", "prompt"]),
+    "gvm_paper_spg1": ("gvm_raft.py", GVM_PAPER + ["--steps_per_generation", "1"]),  # without the 8x confound
+    "raft++_paper": ("gvm_raft.py", ["--allocation", "uniform", "--train_rejected", "True", "--beta", "0.001"]),
     "dgg": ("dgg.py", []),  # K = 4, tau = 0.5
     "reuse_k4": ("dgg.py", ["--gate_tau", "inf"]),
+    "dgg_tau0.1": ("dgg.py", ["--gate_tau", "0.1"]),
+    "dgg_tau1.0": ("dgg.py", ["--gate_tau", "1.0"]),
+    "dgg_shared": ("dgg.py", ["--gate_scope", "shared"]),  # one window for every pass index
+    # DGG paper: group 16 (math), K = 4, tau 0.5 (the sources' grid: 0.1, 0.5, 1.0), 8 prompts x 16 = 128 rollouts
+    # per batch as GRPO's default; its baselines are single-use GRPO and naive 4-fold reuse at the same shape
+    "dgg_paper": ("dgg.py", ["--num_generations", "16", "--prompts_per_step", "8"]),
+    "dgg_paper_tau0.1": ("dgg.py", ["--num_generations", "16", "--prompts_per_step", "8", "--gate_tau", "0.1"]),
+    "dgg_paper_tau1.0": ("dgg.py", ["--num_generations", "16", "--prompts_per_step", "8", "--gate_tau", "1.0"]),
+    "reuse_k4_paper": ("dgg.py", ["--num_generations", "16", "--prompts_per_step", "8", "--gate_tau", "inf"]),
+    "grpo_dgg_paper": ("grpo.py", ["--num_generations", "16", "--prompts_per_step", "8"]),
 }
 
 

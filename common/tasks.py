@@ -11,7 +11,9 @@ Tasks:
 """
 
 import functools
+import json
 import logging
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -116,6 +118,8 @@ def normalize_answer(ans: str | None) -> str | None:
     if ans is None:
         return None
     s = ans.strip()
+    if re.search(r"\d\s+[\d.]", s):
+        return None  # "1 2" is no number: removing the space would turn it into 12
     for junk in ("\\$", "$", ",", " ", "\\!", "\\left", "\\right", "\\%", "%"):
         s = s.replace(junk, "")
     if s.startswith("\\text{") and s.endswith("}"):
@@ -134,8 +138,14 @@ def normalize_answer(ans: str | None) -> str | None:
 
 
 def _text(completion) -> str:
-    # TRL passes conversational completions as [{"role": "assistant", "content": ...}].
-    return completion if isinstance(completion, str) else completion[-1]["content"]
+    # TRL passes conversational completions as [{"role": "assistant", "content": ...}]; anything that is
+    # neither (None, a number, an empty list) scores as an empty completion instead of raising.
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        return content if isinstance(content, str) else ""
+    return ""
 
 
 def correctness_reward(completions, answer, **kwargs) -> list[float]:
@@ -175,16 +185,52 @@ class Task:
     reward_weights: list[float]
 
 
+def _fail(message: str):
+    raise SystemExit(f"error: {message}")
+
+
+def _read_json_rows(path: str) -> list[dict]:
+    """A .jsonl file (one object a line) or a .json file (a list of objects, or one object per line)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.lower().endswith(".json") and text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    _fail(f"--dataset_path {path}: line {n} is not valid JSON ({e.msg})")
+    if not all(isinstance(r, dict) for r in rows):
+        _fail(f"--dataset_path {path}: every row must be a JSON object")
+    return rows
+
+
 def _load_rows(dataset_path: str | None, hub_id: str, hub_config: str | None, split: str):
     import datasets  # imported lazily: the synthetic task needs no datasets machinery
 
     if dataset_path is None:
-        return list(datasets.load_dataset(hub_id, hub_config, split=split))
+        try:
+            return list(datasets.load_dataset(hub_id, hub_config, split=split))
+        except Exception as e:  # offline, unknown id, ...: the hub's own messages run to pages
+            _fail(f"could not load {hub_id} from the hub ({type(e).__name__}); pass --dataset_path with a local file")
     ext = dataset_path.rsplit(".", 1)[-1].lower()
-    builder = {"json": "json", "jsonl": "json", "parquet": "parquet"}.get(ext)
-    if builder is None:
-        raise ValueError(f"--dataset_path must end in .json, .jsonl or .parquet, got {dataset_path!r}")
-    return list(datasets.load_dataset(builder, data_files=dataset_path, split="train"))
+    if ext not in ("json", "jsonl", "parquet"):
+        _fail(f"--dataset_path must end in .json, .jsonl or .parquet, got {dataset_path!r}")
+    if not os.path.isfile(dataset_path):
+        _fail(f"--dataset_path {dataset_path}: no such file")
+    try:
+        if ext == "parquet":
+            return list(datasets.load_dataset("parquet", data_files=dataset_path, split="train"))
+        return _read_json_rows(dataset_path)
+    except UnicodeDecodeError:
+        _fail(f"--dataset_path {dataset_path} is not UTF-8 text")
+    except ValueError as e:
+        _fail(f"--dataset_path {dataset_path}: not valid JSON ({e})")
+    except Exception as e:
+        _fail(f"--dataset_path {dataset_path}: unreadable ({type(e).__name__}: {str(e)[:200]})")
 
 
 def _to_rows(raw: list[dict], question_key: str, gold_fn: Callable, source: str) -> list[dict]:
@@ -227,11 +273,19 @@ def load_task(name: str, dataset_path: str | None = None, eval_size: int = 256, 
             train = _to_rows(_load_rows(None, *hub, "train"), q, gold, name)
             test = _to_rows(_load_rows(None, *hub, "test"), q, gold, name)[:eval_size]
         else:
-            rows = _to_rows(_load_rows(dataset_path, *hub, "train"), q, gold, dataset_path)
+            raw = _load_rows(dataset_path, *hub, "train")
+            rows = _to_rows(raw, q, gold, dataset_path)
+            if len(rows) < 2:
+                _fail(f"--dataset_path {dataset_path}: {len(rows)} usable rows of {len(raw)} (each needs "
+                      f"{q!r} and a parsable answer); at least 2 are needed, one to train on and one to hold out")
             k = min(eval_size, len(rows) // 2)
+            if k < eval_size:
+                log.warning("%s: holding out %d rows, not --eval_size %d: at most half of the %d usable rows",
+                            dataset_path, k, eval_size, len(rows))
+                print(f"note: {dataset_path} has {len(rows)} usable rows; holding out {k} (half), not --eval_size {eval_size}")
             train, test = rows[: len(rows) - k], rows[len(rows) - k:]
         if not train or not test:
-            raise ValueError(f"task {name}: no usable rows (train {len(train)}, test {len(test)})")
+            _fail(f"task {name}: no usable rows (train {len(train)}, test {len(test)})")
         return Task(name, train, test, [correctness_reward, format_reward], [1.0, 0.1])
     raise ValueError(f"unknown task {name!r}; choose add, gsm8k or math")
 

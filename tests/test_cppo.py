@@ -1,13 +1,19 @@
 """cppo.py: the pruning rule on the spec's vectors and against a reference sort, the allocation rule,
-the neutral setting P = 0 (= grpo.py), argument checks, and a smoke run."""
+the neutral setting P = 0 (= grpo.py), argument checks, a smoke run, and the paper's setting (configs and
+mu = 2 with a reference model on the survivors only)."""
 
+
+import os
+import sys
 
 import numpy as np
 import pytest
 import torch
+from transformers import HfArgumentParser
 
 import cppo
-from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
+import grpo
+from tests.helpers import ROOT, cli_error, SMALL, assert_same_as_grpo, records
 
 prune = cppo.prune_completions
 
@@ -76,3 +82,44 @@ def test_without_allocation_the_step_keeps_its_prompts(tiny_path, tmp_path):
     rec = records(out["run_dir"])[-1]
     assert rec["cppo/prompts_per_step"] == 8 and rec["rollouts/generated_total"] == 2 * 8 * 4
     assert rec["rollouts/trained"] in (0, 8 * 2)
+
+
+def paper_args(config):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import harness
+
+    script, flags = harness.CONFIGS[config]
+    module = {"cppo.py": cppo, "grpo.py": grpo}[script]
+    args = HfArgumentParser(module.Args).parse_args_into_dataclasses(flags)[0]
+    module.validate(args)
+    return args
+
+
+def test_the_paper_configs_are_the_official_setting():
+    """mu = 2, beta = 0.04, G = 16, global pruning with allocation, token mean; the baseline differs only in P."""
+    base = paper_args("grpo_cppo_paper")
+    assert (base.num_iterations, base.beta, base.num_generations, base.prompts_per_step, base.loss_type) == (
+        2, 0.04, 16, 8, "dapo")
+    for config, rate, prompts in [("cppo_paper", 0.5, 16), ("cppo_paper_p0.75", 0.75, 32), ("cppo_paper_p0.875", 0.875, 64)]:
+        args = paper_args(config)
+        assert (args.prune_rate, args.scope, args.allocation) == (rate, "global", True), config
+        assert round(args.prompts_per_step / (1 - args.prune_rate)) == prompts
+        common = set(vars(args)) & set(vars(base))
+        assert {k: vars(args)[k] for k in common} == {k: vars(base)[k] for k in common}, config  # same grpo.py flags
+
+
+def test_paper_setting_prunes_before_the_old_and_reference_passes(tiny_path, tmp_path, monkeypatch):
+    """mu = 2 and beta > 0: the stored old log-probs, the reference pass and both updates see only the survivors."""
+    rows, logps = [], cppo.per_token_logps
+
+    def counted(model, input_ids, *a, **k):
+        rows.append(len(input_ids))
+        return logps(model, input_ids, *a, **k)
+
+    monkeypatch.setattr(cppo, "per_token_logps", counted)
+    out = cppo.main(cppo.Args(model=tiny_path, output_dir=str(tmp_path), prune_rate=0.75, num_iterations=2, beta=0.04,
+                              **dict(SMALL, max_steps=1)))
+    rec = records(out["run_dir"])[-1]
+    assert rec["cppo/prompts_per_step"] == 32 and rec["rollouts/generated_total"] == 32 * 4
+    assert rec["rollouts/trained"] == 2 * 32 and rec["updates_total"] == 2 and rec["kl"] >= 0
+    assert sum(rows) == 4 * 32  # old + reference + two updates, 32 survivors each (128 generated)

@@ -28,7 +28,9 @@ def test_smoke_run_writes_outputs_and_changes_every_parameter(tiny_path, tmp_pat
         assert key in recs[1], key
     assert "kl" not in recs[1]  # beta = 0: no reference model, no kl
     assert "eval/sampled_acc" in recs[0] and "eval_after/greedy_acc" in recs[1]
-    assert recs[1]["tokens/trained"] == recs[1]["tokens/generated"] > 0  # GRPO trains on every token
+    # GRPO trains on every token of a step that has a gradient (step 0's batch depends only on the warm start;
+    # whether step 1's groups all tie depends on float rounding in the first update)
+    assert recs[0]["tokens/trained"] == recs[0]["tokens/generated"] > 0
     assert recs[1]["rollouts/generated_total"] == 2 * 8 * 4
     before, after = params(tiny_path), params(os.path.join(run, "final"))
     unchanged = [k for k in before if torch.equal(before[k], after[k])]

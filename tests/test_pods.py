@@ -1,15 +1,19 @@
 """pods.py: the max-variance selection on the spec's vectors and against brute force, the neutral
-setting m = n (= grpo.py), argument checks, and a smoke run."""
+setting m = n (= grpo.py), argument checks, a smoke run, and the paper's setting (n = 4m; at one update per
+batch clipping is inert, so --loss_type grpo is the single-GPU trainer's loss)."""
 
 import itertools
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
+from transformers import HfArgumentParser
 
+import grpo
 import pods
-from tests.helpers import cli_error, SMALL, assert_same_as_grpo, records
+from tests.helpers import ROOT, cli_error, SMALL, assert_same_as_grpo, records
 
 select = pods.select_max_variance
 
@@ -97,3 +101,26 @@ def test_smoke_run_trains_only_the_kept_rollouts(tiny_path, tmp_path):
     assert recs[-1]["rollouts/generated_total"] == 2 * 8 * 8
     with open(os.path.join(out["run_dir"], "samples.jsonl")) as f:
         assert sum(1 for _ in f) == 2 * 2 * 4  # two kept groups of m = 4 per logged step
+
+
+def test_the_paper_config_is_n_4m_against_grpo_with_n_m():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import harness
+
+    parse = lambda module, config: HfArgumentParser(module.Args).parse_args_into_dataclasses(harness.CONFIGS[config][1])[0]  # noqa: E731
+    args, base = parse(pods, "pods_paper"), parse(grpo, "grpo_pods_paper")
+    pods.validate(args), grpo.validate(base)
+    assert (args.num_generations, args.num_keep, args.loss_type) == (32, 8, "grpo")
+    assert (base.num_generations, base.loss_type, base.prompts_per_step) == (args.num_keep, "grpo", args.prompts_per_step)
+
+
+def test_with_one_update_per_batch_clipping_changes_no_gradient():
+    """Why --loss_type grpo *is* the single-GPU trainer's unclipped per-sequence mean: at mu = 1 the ratio is 1."""
+    torch.manual_seed(0)
+    logp = (torch.randn(3, 5) - 2).requires_grad_()
+    adv, mask = torch.tensor([1.5, -0.7, 0.2]), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    token_loss, _, _ = pods.clipped_token_loss(logp, logp.detach(), adv, 0.2, 0.2)
+    clipped, = torch.autograd.grad(pods.aggregate_loss(token_loss, mask, "grpo", 3, int(mask.sum()), 5), logp)
+    plain = -(torch.exp(logp - logp.detach()) * adv.unsqueeze(1))  # no clipping at all
+    unclipped, = torch.autograd.grad((((plain * mask).sum(1) / mask.sum(1)).mean()), logp)
+    assert torch.equal(clipped, unclipped) and clipped.abs().sum() > 0

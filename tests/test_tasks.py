@@ -134,7 +134,37 @@ def test_math_loader_uses_boxed_solution(tmp_path):
 def test_loader_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         load_task("chess")
-    with pytest.raises(ValueError, match=".json, .jsonl or .parquet"):
-        load_task("gsm8k", dataset_path=str(tmp_path / "data.csv"))
-    with pytest.raises(ValueError, match="no usable rows"):
-        load_task("gsm8k", dataset_path=_write(tmp_path / "bad.jsonl", [{"question": "q", "answer": "none"}]))
+    good = {"question": "q", "answer": "x #### 1"}
+
+    def error(path):
+        with pytest.raises(SystemExit) as e:
+            load_task("gsm8k", dataset_path=str(path))
+        message = str(e.value)
+        assert message.startswith("error: ") and "\n" not in message, message
+        return message
+
+    assert ".json, .jsonl or .parquet" in error(tmp_path / "data.csv")
+    assert "no such file" in error(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "0 usable rows of 0" in error(tmp_path / "empty.jsonl")
+    (tmp_path / "latin1.jsonl").write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
+    assert "not UTF-8" in error(tmp_path / "latin1.jsonl")
+    (tmp_path / "torn.jsonl").write_text(json.dumps(good) + "\n{\"question\": \n")
+    assert "line 2 is not valid JSON" in error(tmp_path / "torn.jsonl")
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    assert "must be a JSON object" in error(tmp_path / "list.jsonl")
+    assert "1 usable rows of 1" in error(_write(tmp_path / "one.jsonl", [good]))
+    assert "0 usable rows of 1" in error(_write(tmp_path / "bad.jsonl", [{"question": "q", "answer": "none"}]))
+
+
+def test_eval_size_larger_than_half_the_file_is_announced(tmp_path, capsys):
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(20)]
+    task = load_task("gsm8k", dataset_path=_write(tmp_path / "d.jsonl", rows), eval_size=1000)
+    assert (len(task.train), len(task.test)) == (10, 10)
+    assert "holding out 10 (half), not --eval_size 1000" in capsys.readouterr().out
+
+
+def test_answers_with_inner_spaces_are_not_numbers_and_odd_completions_score_zero():
+    assert normalize_answer(extract_answer("#### 1 2")) is None
+    assert correctness_reward(["#### 1 2"], ["12"]) == [0.0]
+    assert correctness_reward([None, 5, [], [{"content": None}], "#### 3"], ["3"] * 5) == [0.0, 0.0, 0.0, 0.0, 1.0]

@@ -14,8 +14,8 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # script -> (marker name, budget of changed code lines against grpo.py, from the method's issue)
-METHODS = {"pods.py": ("PODS", 80), "cppo.py": ("CPPO", 80), "dgg.py": ("DGG", 80), "d3s.py": ("D3S", 100),
-           "dppo.py": ("DPPO", 100), "gvm_raft.py": ("GVM", 150)}
+METHODS = {"pods.py": ("PODS", 80), "cppo.py": ("CPPO", 80), "dgg.py": ("DGG", 80), "d3s.py": ("D3S", 110),
+           "dppo.py": ("DPPO", 150), "gvm_raft.py": ("GVM", 200)}
 
 
 def code_lines(path):
