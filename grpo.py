@@ -28,7 +28,8 @@ because advantages are centred per group. Its gradient is not zero: d rho / d th
 Watch reward and eval accuracy, not the loss. With num_iterations > 1 the same batch is reused
 for several optimiser steps and the clipping starts to matter.
 
-What this file deliberately does not do: it generates with HF `generate` (no vLLM), and it trains
+What this file deliberately does not do: it generates with the lean sampler of common/sampler.py (a
+KV-cached loop that drops finished rows; `--sampler hf` for transformers' `generate`; no vLLM), and it trains
 on every completion, including zero-advantage ones whose gradient is exactly 0 when beta = 0:
 skipping them is what the down-sampling methods in this repo do, so the baseline pays for them as
 vanilla GRPO does. A step in which *every* advantage is 0 (and beta = 0) has no gradient; it is
@@ -39,7 +40,9 @@ Run it:
     python grpo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
         --micro_batch_size 8 --max_steps 500 --eval_every 50
-Outputs go to runs/<run_name>/: config.json, metrics.jsonl, samples.jsonl, checkpoint.pt, final/.
+    python grpo.py --model qwen2.5-0.5b-shape:2 --task gsm8k --dataset_path data.jsonl   # real shapes, offline
+Outputs go to runs/<run_name>/: config.json, metrics.jsonl, samples.jsonl, checkpoint.pt, final/. A fresh
+run refuses a used folder (--overwrite replaces it); --resume continues one exactly (common/runs.py).
 """
 
 import copy

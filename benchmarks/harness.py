@@ -170,8 +170,9 @@ def report(groups, baseline, metric="sampled_acc"):
         hit, early = first_reach(mean, target), first_reach(mean, 0.95 * peak)  # 95%: a less noisy second look
         recs = [records(d) for d in dirs]
         if hit and base_hit:
+            ratio = lambda a, b: f"{a / b:.2f}x" if b > 0 else "-"  # noqa: E731 (0: the warm start is at target)
             reach = (f"{hit[0]:.0f} / {hit[2]:.0f} / {hit[1]:.0f} s",
-                     f"{base_hit[0] / hit[0]:.2f}x / {base_hit[2] / hit[2]:.2f}x / {base_hit[1] / hit[1]:.2f}x")
+                     f"{ratio(base_hit[0], hit[0])} / {ratio(base_hit[2], hit[2])} / {ratio(base_hit[1], hit[1])}")
         else:
             reach = "not reached", "-"
         lines.append(f"| {label} | {max(p[4] for p in mean):.3f} | {statistics.mean(peaks):.3f} ({min(peaks):.3f}-{max(peaks):.3f}) | {reach[0]} "

@@ -184,8 +184,11 @@ def save_final(model, tok, run_dir: str) -> None:
     """final/ is written beside the old one and swapped in, so it is never half-written."""
     final, tmp = os.path.join(run_dir, "final"), os.path.join(run_dir, "final.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    from common.tiny import quiet_transformers
+
+    with quiet_transformers():  # no "Writing model shards" bar at the end of every run
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 

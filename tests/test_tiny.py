@@ -43,15 +43,27 @@ def truncate(path, keep):
         f.truncate(keep)
 
 
+def write(path, data: bytes):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def set_vocab_size(path, n):
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({**cfg, "vocab_size": n}, f)
+
+
+SAFETENSORS = "model.safetensors"
 DAMAGE = {
     "tokenizer.json is missing": lambda p: os.remove(os.path.join(p, "tokenizer.json")),
     "chat_template.jinja is missing": lambda p: os.remove(os.path.join(p, "chat_template.jinja")),
     "config.json is empty": lambda p: truncate(os.path.join(p, "config.json"), 0),
-    "tokenizer_config.json is not valid JSON": lambda p: open(os.path.join(p, "tokenizer_config.json"), "wb").write(b"\xff{"),
-    "model.safetensors is truncated (1000000 of 3263168 bytes)": lambda p: truncate(os.path.join(p, "model.safetensors"), 1000000),
-    "model.safetensors is truncated (4 bytes)": lambda p: truncate(os.path.join(p, "model.safetensors"), 4),
-    "the vocabulary sizes disagree": lambda p: json.dump(
-        {**json.load(open(os.path.join(p, "config.json"))), "vocab_size": 99}, open(os.path.join(p, "config.json"), "w")),
+    "tokenizer_config.json is not valid JSON": lambda p: write(os.path.join(p, "tokenizer_config.json"), b"\xff{"),
+    "model.safetensors is truncated (1000000 of 3263168 bytes)": lambda p: truncate(os.path.join(p, SAFETENSORS), 10**6),
+    "model.safetensors is truncated (4 bytes)": lambda p: truncate(os.path.join(p, SAFETENSORS), 4),
+    "the vocabulary sizes disagree": lambda p: set_vocab_size(p, 99),
 }
 
 

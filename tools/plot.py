@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 
-PANELS = [("reward", "reward"), ("sampled_acc", "held-out sampled pass@1"), ("greedy_acc", "held-out greedy pass@1"),
-          ("completions/mean_length", "completion length (tokens)"), ("frac_reward_zero_std", "groups with zero reward std"),
-          ("tokens/trained", "tokens trained per step")]
+PANELS = [("reward", "reward"), ("sampled_acc", "held-out sampled pass@1"),
+          ("greedy_acc", "held-out greedy pass@1"), ("completions/mean_length", "completion length (tokens)"),
+          ("frac_reward_zero_std", "groups with zero reward std"), ("tokens/trained", "tokens trained per step")]
 ACCURACIES = ("sampled_acc", "greedy_acc")
 
 
