@@ -24,21 +24,30 @@ What one step computes (advantages A on the full groups, exactly as grpo.py, nev
     T        = top floor(token_ratio(p) x #tokens of S) tokens of S by |A_i| H_it   (the whole step)
     loss     = grpo.py's clipped token loss, token mean over T (loss_type dapo)
 
-Variants as flags: D1S = sample level only (--token_ratio_start 1 --token_ratio_end 1), D2S = no
-schedule (start = end), D3S-I = --scope intra. The neutral setting, every ratio 1, *is* grpo.py
-(tested). Defaults: samples 0.5 -> 1, tokens 0.5 -> 1 (see benchmarks/d3s_vs_grpo.py).
+The paper's variants (issue 14 names them; a named config each in benchmarks/harness.py):
+    D1S        sample level only, per group, no schedule   --scope intra --token_ratio_start 1 --token_ratio_end 1 --schedule none
+    D1S-Cross  sample level only, cross-group, no schedule --token_ratio_start 1 --token_ratio_end 1 --schedule none
+    D2S        samples + tokens, no schedule               --schedule none
+    D3S        samples + tokens + schedule                 (the defaults)
+    D3S-I      D3S with per-group sample selection         --scope intra
+The neutral setting, every ratio 1, *is* grpo.py (tested). Without the schedule both ratios are held
+at the schedule's mean, so D1S/D2S train on as many rollouts and tokens as D3S, in a different order.
 
 Where this file differs from (or decides for) the paper: the schedule values are ours (the paper's
-are unconfirmed); the token top-K is over the whole step and the loss normaliser is the kept
-tokens; the entropies come from a no-grad forward pass of the kept rollouts just before the
-update (same parameters as the update's forward, so the same values; it costs one extra forward
-pass, which a single-micro-batch implementation could avoid, but it keeps the update's memory at
-one micro-batch). Token selection saves no compute here (the masked tokens still run forward and
-backward); sample selection does.
+are not public). Defaults: samples 0.5 -> 1, tokens 0.5 -> 1, which train on ~60% of the tokens;
+the paper reports fewer than 20%, so `d3s_paper` (samples 0.25 -> 0.75, tokens 0.2 -> 0.5: ~11% of
+tokens) is our guess at its regime; the sweep behind the defaults is in the README. The token top-K
+runs over the whole step and the loss normaliser is the kept tokens. The entropies come from a
+no-grad forward pass of the kept rollouts with A != 0 just before the update (same parameters as
+the update's forward, so the same values; it keeps the update's memory at one micro-batch).
+Token selection saves compute: the update runs only the rows holding a kept token, cut after the
+last kept position (`trim_to_kept`; tested to leave loss and gradient unchanged); d3s/frac_positions_trained
+logs the share of positions that remain. Dropped tokens inside that window still run forward and backward.
 
 Run it:
     python d3s.py                                      # offline tiny demo: cross-group D3S
-    python d3s.py --token_ratio_start 1 --token_ratio_end 1          # D1S-Cross
+    python d3s.py --sample_ratio_start 0.25 --sample_ratio_end 0.75 \\
+        --token_ratio_start 0.2 --token_ratio_end 0.5                  # the paper-like regime (d3s_paper)
     python d3s.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
         --micro_batch_size 8 --max_steps 500 --eval_every 50
@@ -268,16 +277,10 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
-        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        del ckpt
+    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
+    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
+    del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
     def run_eval():
@@ -435,21 +438,13 @@ def main(args: Args) -> dict:
             f.write(json.dumps(m) + "\n")
         reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "totals": totals, "rng": rng, "state": method_state,
-                                             "config": {**asdict(args), "script": script}})
+            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
         last_acc = m.get("eval_after/sampled_acc", last_acc)
         bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
     runs.save_final(model, tok, run_dir)
     reporter.close()
-    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
-    if first_eval:
-        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
-              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
-              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
     return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
 
 

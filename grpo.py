@@ -190,16 +190,10 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
-        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        del ckpt
+    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
+    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
+    del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
     def run_eval():
@@ -325,21 +319,13 @@ def main(args: Args) -> dict:
             f.write(json.dumps(m) + "\n")
         reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "totals": totals, "rng": rng, "state": method_state,
-                                             "config": {**asdict(args), "script": script}})
+            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
         last_acc = m.get("eval_after/sampled_acc", last_acc)
         bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
     runs.save_final(model, tok, run_dir)
     reporter.close()
-    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
-    if first_eval:
-        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
-              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
-              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
     return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
 
 

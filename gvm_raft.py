@@ -26,30 +26,24 @@ One step (B prompts, budget N = B x `num_generations`):
 With alpha = 0, n_i ~ G_i / sqrt(p_i) minimises sum_i G_i^2 / (n_i p_i) (the variance of a mean over
 prompts of per-prompt means of accepted gradients) subject to sum_i n_i = N; the alpha term starves
 prompts that are nearly never solved. RAFT's mean runs over the accepted samples' tokens (default),
-over all samples' tokens (`train_rejected`: rejected ones have A = 0 but count, and carry the KL term,
-as verl does), or per prompt (`mstep_mean prompt`, the paper's Algorithm 1: the factor
-N_trained / (B' |acc_i|) on A, B' = prompts with an accepted sample; with loss_type dapo that is the
-mean over prompts of the mean summed NLL of their accepted samples, over the mean length).
-`steps_per_generation` (TRL's name) splits a step into random mini-batches, one optimiser step each.
-Symbols: N' = `num_pilot`, alpha, beta = `alloc_alpha`, `alloc_beta` (not the KL beta). Neutral:
-`--allocation uniform --estimator grpo` is grpo.py (tested).
+over all samples' tokens (`train_rejected`: rejected ones count with A = 0 and carry the KL, as verl),
+or per prompt (`mstep_mean prompt`, the paper's Algorithm 1: a factor N_trained / (B' |acc_i|) on A,
+B' = prompts with an accepted sample). `steps_per_generation` (TRL's name) splits a step into random
+mini-batches, one optimiser step each. Symbols: N' = `num_pilot`; alpha, beta = `alloc_alpha`,
+`alloc_beta` (not the KL beta). Neutral: `--allocation uniform --estimator grpo` is grpo.py (tested).
 
-The official pipeline (RLHFlow/GVM d640a75, read for issue 14 and shared/spec/audits/
-pods-cppo-gvm-vs-official-code.md) computes every n_i once per EM iteration, over its ~9 x 1024
-prompts, from an N' = 8 pilot of the iteration's first policy (N = 8 per prompt on average, the same
-rounding, no cap: 24 is in a legacy script nothing calls); verl then trains 1024-prompt batches on
-n_i fresh samples each, skipping a batch whose n_i are all 0, with RAFT++ = clip 0.2, a token mean
-over all samples (rejected included) and a KL loss of 0.001 (k3 clamped to [-10, 10]). Its 256-sample
-mini-batches make ~32 optimiser steps per rollout step against 4 for the n = 8 baselines (256 prompts
-x 8): an 8x confound in the paper's comparison. Here all of it runs online, every step, over B
-prompts, and G_i takes one batched backward (a Gram identity for the lm_head part) instead of one per
-sample. Pilot samples not kept count in rollouts/generated_total.
+The official pipeline (RLHFlow/GVM d640a75; issue 14 supersedes shared/spec here) computes the n_i
+once per EM iteration over ~9 x 1024 prompts from an N' = 8 pilot (the same rounding, no cap: 24 is
+in a legacy script nothing calls); verl trains on n_i fresh samples, skips a batch whose n_i are all
+0, and uses RAFT++ = clip 0.2, a token mean over all samples and a KL loss of 0.001. Its 256-sample
+mini-batches make ~32 optimiser steps per rollout step against 4 for the n = 8 baselines: an 8x
+confound in the paper's comparison (gvm_paper_spg1 removes it). Here it all runs online over each
+step's B prompts, and G_i takes one batched backward (a Gram identity for the tied lm_head part).
 
-Why GVM lost to uniform RAFT++ on the tiny task (issue 14; our defaults, 40 steps, seed 0): 4.7 of 16
-prompts per step got n_i = 0 though only 0.8 had p_i = 0 (the allocation concentrates, rounding
-zeroes small shares) and 2.9 sat at the cap; G_i spans 80-630x within a batch at the warm start and
-540-3150x after training, tracking the summed NLL of the accepted samples (correlation 0.6-0.99): how
-improbable the lucky samples were. Pooled over tokens, a capped easy prompt supplies 20-27% of a
+Why GVM lost to uniform RAFT++ here (issue 14; our defaults, 40 steps, seed 0): 4.7 of 16 prompts
+per step got n_i = 0 though only 0.8 had p_i = 0, and 2.9 sat at the cap; G_i spans 80-3150x within
+a batch and tracks the summed NLL of the accepted samples (correlation 0.6-0.99), i.e. how
+improbable the lucky samples were; pooled over tokens, a capped easy prompt supplies 20-27% of a
 step's accepted samples instead of 1/16.
 
 Run it:
@@ -309,16 +303,10 @@ def main(args: Args) -> dict:
     totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
                             "tokens/trained_total", "rollouts/generated_total", "updates_total",
                             "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    start_step, method_state = 0, {}  # method_state: what a method must carry across --resume
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"]), optimizer.load_state_dict(ckpt["optimizer"])
-        start_step, totals, method_state = ckpt["step"], ckpt["totals"], ckpt.get("state", {})
-        random.setstate(ckpt["rng"]["python"]), np.random.set_state(ckpt["rng"]["numpy"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        del ckpt
+    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
+    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
+    del ckpt
     metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
     def run_eval():
@@ -515,21 +503,13 @@ def main(args: Args) -> dict:
             f.write(json.dumps(m) + "\n")
         reporter.log(m)
         if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                   "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-            runs.save_checkpoint(ckpt_path, {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                             "totals": totals, "rng": rng, "state": method_state,
-                                             "config": {**asdict(args), "script": script}})
+            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
         last_acc = m.get("eval_after/sampled_acc", last_acc)
         bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
 
     runs.save_final(model, tok, run_dir)
     reporter.close()
-    last = {k.replace("eval_after/", "eval/"): v for k, v in m.items() if k.startswith("eval_after/")}
-    if first_eval:
-        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
-              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
-              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
     return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
 
 

@@ -17,9 +17,11 @@ import dataclasses
 import json
 import math
 import os
+import random
 import re
 import shutil
 
+import numpy as np
 import torch
 
 # Flags that may differ between a run and its --resume: where it is written, how often it logs,
@@ -174,9 +176,28 @@ def prepare(args, script: str):
     return path, ckpt
 
 
-def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic: a kill mid-write leaves the previous checkpoint intact."""
-    torch.save(state, path + ".tmp")
+def restore(ckpt: dict | None, model, optimizer, totals: dict) -> tuple[int, dict, dict]:
+    """(start step, totals, method state) of a resumed run, after loading its weights, optimizer and every RNG
+    (python, numpy, torch, CUDA) so that the run continues bit for bit; a fresh run (ckpt None): (0, totals, {})."""
+    if ckpt is None:
+        return 0, totals, {}
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    random.setstate(ckpt["rng"]["python"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if ckpt["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+    return ckpt["step"], ckpt["totals"], ckpt.get("state", {})
+
+
+def save_checkpoint(path: str, step: int, model, optimizer, totals: dict, state: dict, config: dict) -> None:
+    """Everything `restore` needs, written atomically: a kill mid-write leaves the previous checkpoint intact.
+    `config` is what a later --resume is checked against; `state` is the method's own (DPPO's history, ...)."""
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    torch.save({"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "totals": totals,
+                "rng": rng, "state": state, "config": config}, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
@@ -191,6 +212,16 @@ def save_final(model, tok, run_dir: str) -> None:
         tok.save_pretrained(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+
+
+def summarize(first_eval: dict | None, record: dict, totals: dict, run_dir: str) -> dict:
+    """The last step's evaluation (eval/* keys); prints the accuracy before -> after for a run that began here."""
+    last = {k.replace("eval_after/", "eval/"): v for k, v in record.items() if k.startswith("eval_after/")}
+    if first_eval:
+        print(f"held-out accuracy: greedy {first_eval['eval/greedy_acc']:.3f} -> {last['eval/greedy_acc']:.3f}, "
+              f"sampled {first_eval['eval/sampled_acc']:.3f} -> {last['eval/sampled_acc']:.3f} "
+              f"({totals['time/train_total']:.0f}s of training) in {run_dir}")
+    return last
 
 
 def weights_finite(model) -> bool:

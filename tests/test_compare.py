@@ -1,25 +1,71 @@
-"""benchmarks/compare.py on a very small budget: two methods, one seed, a few steps."""
+"""benchmarks/: the statistics every comparison rests on (hand-computed), and compare.py end to end on a
+very small budget (two methods, two seeds, a few steps)."""
 
 import json
+import math
 import os
+import sys
 
 import pytest
 
 from tests.helpers import ROOT
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import cost_model  # noqa: E402
+import harness  # noqa: E402
 
-def test_compare_writes_the_table_curves_and_figure(tiny_path, tmp_path):
-    import sys
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+# evaluation points: (updates, cpu s, rollouts, tokens, accuracy, steps)
+CURVE = [(0, 0.0, 0, 0, 0.50, 0), (10, 4.0, 100, 1000, 0.70, 10), (20, 8.0, 200, 2000, 0.90, 20), (30, 12.0, 300, 3000, 0.80, 30)]
+
+
+def test_crossing_interpolates_every_axis_between_the_evaluations_around_it():
+    hit = harness.crossing(CURVE, 0.75)  # a quarter of the way from 0.70 (10 updates) to 0.90 (20)
+    assert hit == pytest.approx({"updates": 12.5, "cpu_s": 5.0, "rollouts": 125, "tokens": 1250, "steps": 12.5})
+    assert harness.crossing(CURVE, 0.95) is None  # never reached
+    assert harness.crossing(CURVE, 0.5)["updates"] == 0  # the warm start is already there
+    assert harness.crossing(CURVE, 0.85)["updates"] == pytest.approx(17.5)  # the first crossing, not the later dip
+
+
+def test_area_is_the_mean_accuracy_over_the_first_k_updates():
+    # [0, 10]: mean 0.6; [10, 20]: 0.8; [20, 25]: from 0.90 to 0.85, mean 0.875
+    assert harness.area(CURVE, 25) == pytest.approx((10 * 0.6 + 10 * 0.8 + 5 * 0.875) / 25)
+    assert harness.area(CURVE, 30) == pytest.approx((6 + 8 + 8.5) / 30)
+    assert harness.area(CURVE, 31) is None  # the run stops short of the limit
+
+
+def test_bootstrap_intervals():
+    est, lo, hi = harness.interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert est == 3.0 and 1.6 <= lo < 3.0 < hi <= 4.4
+    assert math.isnan(harness.interval([2.0])[1])  # one seed: no interval
+    assert harness.interval([2.0, 2.0, 2.0])[1:] == (2.0, 2.0)
+    est, lo, hi = harness.ratio_interval([40.0, 44.0, 36.0], [20.0, 22.0, 18.0])
+    assert est == pytest.approx(2.0) and lo > 1.5 and hi < 2.6  # resolved: excludes 1
+    assert math.isnan(harness.ratio_interval([40.0], [20.0, 22.0])[1])
+
+
+def test_generation_cost_interpolates_in_log_batch_size():
+    cal = {"c_gen": {"32": 4.0, "128": 2.0}}
+    assert cost_model.c_gen(cal, 64) == pytest.approx(3.0)  # halfway in log2: 32 -> 64 -> 128
+    assert cost_model.c_gen(cal, 8) == 4.0 and cost_model.c_gen(cal, 4096) == 2.0  # held at the ends
+    pods, cppo = cost_model.modelled({"R": 64, "T": 100}, {"R": 16, "T": 100})
+    assert pods == pytest.approx((5.03 + 0.0542 * 64 + 1.7) / 7.6, rel=1e-6)  # PODS 64/16: ~1.33x its GRPO
+    assert cppo == pytest.approx(0.06 * 4 + 0.94)
+
+
+def test_compare_writes_tables_with_intervals_and_the_figures(tiny_path, tmp_path):
     import compare
 
-    out = compare.main(["--methods", "grpo", "pods", "--seeds", "0", "--steps", "3", "--eval_size", "8",
+    out = compare.main(["--methods", "grpo", "pods", "--seeds", "0", "1", "--steps", "3", "--eval_size", "8",
                         "--results", str(tmp_path / "runs"), "--out", str(tmp_path / "compare")])
     table = open(os.path.join(out, "table.md")).read()
-    assert "| grpo |" in table and "| pods |" in table and "Target: 99% of grpo's peak" in table
+    assert "Target: 95% of grpo's peak" in table and "### Statistical power" in table
+    rows = [line for line in table.splitlines() if line.startswith("| pods | 2 |")]
+    assert len(rows) == 1 and rows[0].count("[") >= 2  # two seeds: intervals in the headline row
+    assert table.count("| grpo | seed") == 2 and table.count("| pods | seed") == 2  # per-seed results
     curves = json.load(open(os.path.join(out, "curves.json")))
     assert set(curves) == {"grpo", "pods"}
     assert curves["grpo"]["steps"] == [0, 3] and len(curves["pods"]["acc_mean"]) == 2
     assert curves["pods"]["rollouts"][-1] == 3 * 16 * 16  # n = 16 generated per prompt
     pytest.importorskip("matplotlib")
-    assert os.path.getsize(os.path.join(out, "curves.png")) > 10_000
+    assert os.path.getsize(os.path.join(out, "panels.png")) > 10_000
+    assert os.path.exists(os.path.join(out, "break_even.png")) or "break_even" not in table
