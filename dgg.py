@@ -54,8 +54,11 @@ The premise at 1M parameters. The paper's Disproportionate Weight Divergence is 
 lm_head's change during reuse while the middle layers stay stable. The logs below show it or not:
 on the tiny model the lm_head's relative change per step is *smaller* than the middle MLP's
 (median ratio 0.45x over a naive K = 4 run, issue 14), so the premise is absent at this scale and
-the gate acts here as a generic reuse-step detector, not as a DWD detector. At real shapes it is
-unmeasured (no GPU here).
+the gate acts here as a generic reuse-step detector, not as a DWD detector. At the Qwen2.5-0.5B
+shape (2 layers, tied, random weights, lr 1e-6, 3 steps of K = 4; benchmarks/real_shapes.py
+--methods dgg) the ratio is 0.71-0.78: no surge either, though random weights say little about a
+trained model, and Adam moves the embedding rows of unused tokens not at all. Trained weights on a
+GPU remain unmeasured.
 
 Measured (2026-12-02, dev machine, seed 0, 60 steps of 16 x 8, one thread each; held-out sampled
 pass@1 at steps 10..60; the tiny model cached there starts at 0.405, and GRPO reached .455 .457 .506

@@ -108,7 +108,10 @@ def run(label: str, script: str, flags: dict, common: dict, tmp: str) -> dict:
             "c_train": statistics.median((r["time/logps"] + r["time/update"]) / max(r["rollouts/trained"], 1)
                                          for r in steps),
             "peak_gb": (cuda_peak if cuda_peak is not None else usage.ru_maxrss * 1024) / 1e9,
-            "skipped": recs[-1].get("skipped/degenerate_total", 0)}
+            "skipped": recs[-1].get("skipped/degenerate_total", 0),
+            # DGG's premise (issue 14): the lm_head's relative change per step against the middle layer's MLP
+            "dgg_ratio": [r["dgg/rel_change/lm_head"] / r["dgg/rel_change/mid_layer"] for r in recs
+                          if r.get("dgg/rel_change/mid_layer", 0) > 0]}
 
 
 def row(r: dict) -> str:
@@ -131,6 +134,7 @@ def main():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--gradient_checkpointing", action="store_true")
+    p.add_argument("--sampler", default="lean", choices=["lean", "hf"], help="the rollout sampler (hf: transformers' generate)")
     p.add_argument("--no_sweeps", action="store_true", help="only the one-row-per-script table")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "real_shapes.md"))
     p.add_argument("--note", default="", help="a sentence for the report (e.g. what else ran on the machine)")
@@ -146,7 +150,7 @@ def main():
                   max_completion_length=args.max_completion_length, micro_batch_size=args.micro_batch_size,
                   learning_rate=1e-6, eval_every=0, eval_size=1, eval_num_samples=0, save_every=0,
                   log_samples_every=0, device=args.device, bf16=args.bf16,
-                  gradient_checkpointing=args.gradient_checkpointing)
+                  gradient_checkpointing=args.gradient_checkpointing, sampler=args.sampler)
     # One row per script: its own defaults, at the benchmark's B and G (PODS: n = 2G generated, m = G kept).
     configs = [(s, s, {"num_generations": 2 * G, "num_keep": G} if s == "pods" else {}) for s in args.methods]
     sweeps = [] if args.no_sweeps else (
@@ -176,7 +180,8 @@ def main():
              f"Rig: `qwen2.5-0.5b-shape:{args.layers}` (hidden 896, vocab 151936, tied embeddings, Qwen2 tokenizer, "
              f"ChatML with the default system prompt, random weights), GSM8K-format prompts of about 60 tokens. "
              f"Each step: {args.prompts_per_step} prompts x {G} completions of at most {args.max_completion_length} "
-             f"tokens, micro-batches of {args.micro_batch_size}, {'bf16 autocast' if args.bf16 else 'float32'}; "
+             f"tokens, micro-batches of {args.micro_batch_size}, {'bf16 autocast' if args.bf16 else 'float32'}, "
+             f"{args.sampler} sampler; "
              f"synthetic reward (a CRC-32 coin per completion, so groups are mixed). Medians over steps 2..{args.steps}; "
              f"peak = {peak_what}.", *(["", args.note] if args.note else []), "",
              "Each script with its defaults (PODS: n = 2G generated, m = G kept):", "", *header,
@@ -184,6 +189,11 @@ def main():
     if sweep_results:
         lines += ["", "What each method keeps, and what that does to the update and to peak memory:", "", *header,
                   *[row(r) for r in sweep_results]]
+    ratios = [r for res in results + sweep_results for r in res.get("dgg_ratio", [])]
+    if ratios:
+        lines += ["", f"DGG's premise at this shape (tied lm_head = the embedding matrix): relative change per step of "
+                      f"the lm_head / of the middle layer's MLP = {', '.join(f'{x:.2f}' for x in ratios)} over the steps "
+                      f"(median {statistics.median(ratios):.2f}; random weights, lr 1e-6)."]
     text = "\n".join(lines) + "\n"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

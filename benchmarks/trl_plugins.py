@@ -4,9 +4,9 @@ pip install -r requirements-scale.txt. Never run by the tests.
     python benchmarks/trl_plugins.py curve --seeds 0 1 2        # PODS: pods.py vs TRL, 1 and 2 processes
     python benchmarks/trl_plugins.py step_time --steps 12       # plug-ins vs plain GRPOTrainer, 1 process
 
-curve: the tiny task, PODS with pods.py's defaults (16 prompts, n = 16, keep m = 8, 120 steps, lr 1e-4,
-micro-batches of 64), held-out sampled pass@1 (256 problems x 4 samples, common.rollout.evaluate)
-every 10 steps, for pods.py (harness.run, so the runs are shared with benchmarks/compare.py) and for
+curve: the tiny task, PODS with pods.py's defaults (16 prompts, n = 16, keep m = 8, 60 steps, lr 1e-4,
+micro-batches of 64), held-out sampled pass@1 (512 problems x 4 samples, common.rollout.evaluate)
+every 5 steps (harness.EVAL_FLAGS), for pods.py (harness.run, so the runs are shared with benchmarks/compare.py) and for
 `scale/train.py --method pods` in one process and in two (accelerate, gloo), the same seeds, one
 thread per process. Same objective, same batch sizes; not the same prompt stream (TRL's sampler
 shuffles with its own seed) nor the same random draws, so the curves agree in behaviour, not
@@ -34,10 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 ROOT, RESULTS = harness.ROOT, harness.RESULTS
-EVAL = ["--eval_every", "10", "--eval_size", "256", "--eval_num_samples", "4", "--save_every", "0"]
+EVAL = harness.EVAL_FLAGS  # the comparison's protocol, so that the pods.py runs are shared with compare.py
 
 
-def trl_run(name, seed, flags, processes=1, steps=120, results=RESULTS):
+def trl_run(name, seed, flags, processes=1, steps=harness.STEPS, results=RESULTS):
     """Train scale/train.py once (or reuse the finished run); returns the run directory."""
     out = os.path.join(results, f"{name}_steps{steps}")
     run_dir = os.path.join(out, f"seed{seed}")
@@ -129,12 +129,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["curve", "step_time"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=None, help="curve: training steps (120); step_time: steps per config (12)")
+    p.add_argument("--steps", type=int, default=None, help=f"curve: training steps ({harness.STEPS}); step_time: steps per config (12)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--results", default=RESULTS, help="where the runs and the table go")
     a = p.parse_args()
     if a.what == "curve":
-        text, path = curve(a.seeds, a.steps or 120, a.results), os.path.join(a.results, "trl_pods_curve.md")
+        text, path = curve(a.seeds, a.steps or harness.STEPS, a.results), os.path.join(a.results, "trl_pods_curve.md")
     else:
         text, path = step_time(a.steps or 12, a.warmup, a.results), os.path.join(a.results, "trl_step_time.md")
     os.makedirs(a.results, exist_ok=True)
