@@ -243,7 +243,9 @@ def report(groups, baseline, metric="sampled_acc", fraction=0.95):
     base_mean, _ = mean_curve(groups[baseline], metric)
     peak = max(p[4] for p in base_mean)
     target = fraction * peak
-    auc_updates = base_mean[-1][0]
+    # K: the fewest updates any run of the comparison reached (a step with no gradient applies no update),
+    # so that every run's AUC covers the same range
+    auc_updates = min(curve(d, metric)[-1][0] for dirs in groups.values() for d in dirs)
     seeds = per_seed(groups, target, auc_updates, metric)
     base_hits = [r["hit"] for r in seeds[baseline]]
     lines = [f"Target: {fraction:.0%} of {baseline}'s peak mean {metric} {peak:.3f} = **{target:.3f}**, reached by "
