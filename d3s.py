@@ -34,12 +34,13 @@ The neutral setting, every ratio 1, *is* grpo.py (tested). Without the schedule 
 at the schedule's mean, so D1S/D2S train on as many rollouts and tokens as D3S, in a different order.
 
 Where this file differs from (or decides for) the paper: the schedule values are ours (the paper's
-are not public). Defaults: samples 0.5 -> 1, tokens 0.5 -> 1, which train on ~60% of the tokens;
-the paper reports fewer than 20%, so `d3s_paper` (samples 0.25 -> 0.75, tokens 0.2 -> 0.5: ~11% of
-tokens) is our guess at its regime. The sweep (2026-12-02, 60 steps; updates to 95% of GRPO's
-peak, GRPO 34): seed 0, d3s 49, tokens 0.2 -> 0.5 48 (with 44% of d3s's tokens), samples 0.25 -> 0.75
-never, d3s_paper 54; over seeds 0-2, d3s 36 and d3s_paper 45 against GRPO's 34 (5 seeds), both at or
-above GRPO in CPU time. One seed cannot choose between the first two, so the defaults stay. The token top-K
+are not public). Defaults, chosen by a schedule sweep (2026-12-02, 60 steps, updates to 95% of
+GRPO's peak; GRPO 34 [33-36], 5 seeds): samples 0.5 -> 1, tokens 0.2 -> 0.5 (d3s, 5 seeds) needs 37
+[34-41] updates and 30,900 tokens; the earlier tokens 0.5 -> 1 (d3s_tokens0.5, 5 seeds) 36 [33-39]
+updates and 65,039 tokens, with the same peak (0.877 vs 0.881) and CPU time (29 s each); samples
+0.25 -> 0.75 alone (3 seeds) 36; both aggressive (d3s_paper, 3 seeds, our guess at the paper's
+regime, which reports training on fewer than 20% of tokens) 45 [41-53]. Only d3s_paper's 0.77x is
+resolved; the tie between the first two went to the paper's aggressive token level. The token top-K
 runs over the whole step and the loss normaliser is the kept tokens. The entropies come from a
 no-grad forward pass of the kept rollouts with A != 0 just before the update (same parameters as
 the update's forward, so the same values; it keeps the update's memory at one micro-batch).
@@ -92,8 +93,8 @@ class Args:
     scope: str = field(default="cross", metadata={"help": "sample selection across the whole step (cross) or per group (intra)"})
     sample_ratio_start: float = field(default=0.5, metadata={"help": "fraction of the step's rollouts kept at the start"})
     sample_ratio_end: float = field(default=1.0, metadata={"help": "... and at the end of training"})
-    token_ratio_start: float = field(default=0.5, metadata={"help": "fraction of the kept rollouts' tokens kept at the start"})
-    token_ratio_end: float = field(default=1.0, metadata={"help": "... and at the end of training"})
+    token_ratio_start: float = field(default=0.2, metadata={"help": "fraction of the kept rollouts' tokens kept at the start"})
+    token_ratio_end: float = field(default=0.5, metadata={"help": "... and at the end of training"})
     schedule: str = field(default="linear", metadata={"help": "linear (start -> end) or none: both ratios fixed at (start + end) / 2"})
     # === end D3S ===
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (also divides the logits in the loss)"})

@@ -17,6 +17,7 @@ baseline (PAPER_BASELINE, added to the runs automatically). Writes into --out:
   panels.png      one panel per method, its configs against GRPO (grey), vs updates and vs CPU seconds
   break_even.png  speed-up in updates vs cost per update, with the break-even diagonal
   curves.json     mean and std over seeds at every evaluation
+  readme.md       the two tables of the README's results section (the defaults; the papers' settings)
 The figures need matplotlib (optional: pip install matplotlib).
 """
 
@@ -47,9 +48,9 @@ EQUAL = {
     "dppo_paper": "as dppo_paper_grpo (16 x 5 generated on average, 128 train prompts); r_q = r_o = 0.5",
     "dppo_paper_grpo": "dppo_paper's baseline: dppo.py's neutral setting (= grpo.py, loss_type grpo), G = 5, 128 prompts",
     "dppo_nopack": "as dppo, without packing (fixed micro-batches of 64)",
-    "d3s": "rollouts generated (16 x 8); trains on 50% -> 100% of them and of their tokens",
+    "d3s": "rollouts generated (16 x 8); trains on 50% -> 100% of them, 20% -> 50% of their tokens",
     "d3s_paper": "as d3s; samples 0.25 -> 0.75, tokens 0.2 -> 0.5 (paper-like: its values are not public)",
-    "d3s_tokens0.2": "as d3s; tokens 0.2 -> 0.5 (samples 0.5 -> 1)",
+    "d3s_tokens0.5": "as d3s; tokens 0.5 -> 1 (the earlier default)",
     "d3s_samples0.25": "as d3s; samples 0.25 -> 0.75 (tokens 0.5 -> 1)",
     "d3s_i": "as d3s, per-group sample selection (D3S-I)",
     "d2s": "as d3s, no schedule (ratios held at the schedule's mean)",
@@ -288,6 +289,7 @@ def main(argv=None):
              f"{' '.join(map(str, args.seeds))} --steps {args.steps} --workers {args.workers} --eval_size {args.eval_size}"
              f"{' --existing' if args.existing else ''}`", ""]
     breakeven, speedups = {}, {}
+    readme, paper_rows = [], []  # the README's two results tables, copied from readme.md
     for base in ["grpo"] + sorted({baseline_of(lb) for lb in groups} - {"grpo"}):
         sub = {lb: d for lb, d in groups.items() if lb == base or (baseline_of(lb) == base and lb not in PAPER_BASELINE.values())}
         if base not in groups or len(sub) < 1:
@@ -297,6 +299,15 @@ def main(argv=None):
                   "", table, ""]
         if base == "grpo":
             lines += power(groups, numbers) + [""]
+            readme += [table.split("\n\nPer seed")[0], ""]
+        else:
+            b = numbers["numbers"][base]["cells"]
+            for lb, num in numbers["numbers"].items():
+                c = num["cells"]
+                if lb != base:
+                    paper_rows.append(f"| {lb} | {base}: {b['updates']} updates, {b['cpu_s']} s, peak {b['peak']} "
+                                      f"| {numbers['target']:.3f} | {c['seeds']} | {c['updates']} | {c['cpu_s']} | {c['peak']} "
+                                      f"| {c['auc']} | {num['speed_updates']} | {num['speed_cpu']} |")
         base_hits = numbers["numbers"][base]["hits"]
         for lb, num in numbers["numbers"].items():
             if lb != base and num["hits"] and len(num["hits"]) == len(sub[lb]) and len(base_hits) == len(sub[base]):
@@ -324,6 +335,12 @@ def main(argv=None):
     lines += ["Raw curves: curves.json; per-step records: the metrics.jsonl of each run listed there."]
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    if paper_rows:
+        readme += ["Each paper's own setting against its own paper's GRPO baseline (target = 95% of that baseline's peak):", "",
+                   "| setting | its baseline | target | seeds | updates to target | CPU s to target | peak acc | AUC "
+                   "| speed-up in updates | speed-up in CPU time |", "|---|---|---|---|---|---|---|---|---|---|"] + paper_rows
+    with open(os.path.join(args.out, "readme.md"), "w") as f:
+        f.write("\n".join(readme) + "\n")
     print("\n".join(lines))
     return args.out
 

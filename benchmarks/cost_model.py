@@ -131,7 +131,10 @@ def workload(run_dirs):
     passes = int(cfg.get("num_iterations", 1) > 1 or cfg.get("steps_per_generation", 1) > 1 or script == "dgg")
     passes += int(cfg.get("beta", 0) > 0)
     passes += int(script == "d3s" and min(cfg.get("token_ratio_start", 1), cfg.get("token_ratio_end", 1)) < 1)
-    F = passes * min(batch_tokens, T)  # a no-grad pass sees the trained batch once
+    # a no-grad pass sees the trained batch once; T counts it once per update when the batch is reused
+    # (num_iterations, DGG's passes), and once in all when mini-batches split it (steps_per_generation)
+    once = T / max(U, 1e-9) if (cfg.get("num_iterations", 1) > 1 or script == "dgg") else T
+    F = passes * min(batch_tokens, once)
     calls = [R]
     if script == "gvm_raft" and cfg.get("allocation") == "gvm":  # the pilot, then the rest
         pilot = cfg["prompts_per_step"] * cfg["num_pilot"]

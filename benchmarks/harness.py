@@ -72,9 +72,10 @@ CONFIGS = {
     "d3s": ("d3s.py", []),  # D3S: cross-group samples + tokens, linear schedule (the paper's variants below)
     "d3s_paper": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75",
                              "--token_ratio_start", "0.2", "--token_ratio_end", "0.5"]),  # paper-like; its values are not public
-    # the schedule sweep (issue 14): each level aggressive on its own, against d3s (0.5 -> 1 for both) and d3s_paper
-    "d3s_tokens0.2": ("d3s.py", ["--token_ratio_start", "0.2", "--token_ratio_end", "0.5"]),
-    "d3s_samples0.25": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75"]),
+    # the schedule sweep (issue 14) that chose d3s's defaults (tokens 0.2 -> 0.5, samples 0.5 -> 1)
+    "d3s_tokens0.5": ("d3s.py", ["--token_ratio_start", "0.5", "--token_ratio_end", "1"]),  # the earlier default
+    "d3s_samples0.25": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75",
+                                   "--token_ratio_start", "0.5", "--token_ratio_end", "1"]),
     "d3s_i": ("d3s.py", ["--scope", "intra"]),  # D3S-I: per-group samples + tokens, schedule
     "d2s": ("d3s.py", ["--schedule", "none"]),  # D2S: cross-group samples + tokens, no schedule
     "d1s_cross": ("d3s.py", ["--token_ratio_start", "1", "--token_ratio_end", "1", "--schedule", "none"]),
@@ -273,10 +274,12 @@ def report(groups, baseline, metric="sampled_acc", fraction=0.95):
                 speed.append(fmt(est, lo, hi, 2, "x") + resolved)
             else:
                 speed.append("-")
-        numbers[label] = {"hits": hits, "peaks": peaks, "aucs": aucs, "speed_updates": speed[0], "speed_cpu": speed[1]}
+        peak_cell, auc_cell = fmt(*interval(peaks), 3), (fmt(*interval(aucs), 3) if len(aucs) == len(rows) else "-")
+        numbers[label] = {"hits": hits, "peaks": peaks, "aucs": aucs, "speed_updates": speed[0], "speed_cpu": speed[1],
+                          "cells": dict(zip(("updates", "rollouts", "tokens", "cpu_s"), cells), peak=peak_cell, auc=auc_cell,
+                                        seeds=len(rows))}
         lines.append(f"| {label} | {len(rows)} | {len(hits)}/{len(rows)} | " + " | ".join(cells)
-                     + f" | {fmt(*interval(peaks), 3)} | "
-                     + (fmt(*interval(aucs), 3) if len(aucs) == len(rows) else "-") + f" | {speed[0]} | {speed[1]} |")
+                     + f" | {peak_cell} | {auc_cell} | {speed[0]} | {speed[1]} |")
     lines += ["", "Per seed (updates / rollouts / tokens / CPU s to target; peak; AUC):", "",
               "| config | seed | updates | rollouts | tokens | CPU s | peak | AUC |", "|---|---|---|---|---|---|---|---|"]
     for label, rows in seeds.items():

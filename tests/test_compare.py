@@ -52,6 +52,22 @@ def test_generation_cost_interpolates_in_log_batch_size():
     assert cppo == pytest.approx(0.06 * 4 + 0.94)
 
 
+@pytest.mark.parametrize("cfg, passes_seen", [({"script": "grpo"}, 0), ({"script": "cppo", "num_iterations": 2, "beta": 0.04}, 2),
+                                               ({"script": "gvm_raft", "steps_per_generation": 8, "beta": 0.001}, 2)])
+def test_workload_counts_each_no_grad_pass_over_the_batch_once(tmp_path, cfg, passes_seen):
+    updates = cfg.get("num_iterations", 1) * cfg.get("steps_per_generation", 1)
+    trained = 400 * cfg.get("num_iterations", 1)  # a 400-token batch, trained num_iterations times per step
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(cfg, f)
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in (1, 2):
+            f.write(json.dumps({"rollouts/generated_total": 64 * step, "tokens/trained_total": trained * step,
+                                "updates_total": updates * step, "tokens/generated": 1000}) + "\n")
+    w = cost_model.workload([str(tmp_path)])
+    assert (w["R"], w["T"], w["U"]) == (64, trained, updates)
+    assert w["F"] == pytest.approx(passes_seen * 400)  # old (and reference) log-probs: one pass over the 400 tokens each
+
+
 def test_compare_writes_tables_with_intervals_and_the_figures(tiny_path, tmp_path):
     import compare
 

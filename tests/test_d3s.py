@@ -95,6 +95,11 @@ def test_named_variants_are_the_papers():
     paper = parse(CONFIGS["d3s_paper"][1])
     assert (paper.sample_ratio_start, paper.sample_ratio_end, paper.token_ratio_start, paper.token_ratio_end) == (
         0.25, 0.75, 0.2, 0.5)
+    ratios = lambda a: (a.sample_ratio_start, a.sample_ratio_end, a.token_ratio_start, a.token_ratio_end)  # noqa: E731
+    # the defaults the schedule sweep chose, and the sweep's arms, each pinned whatever the defaults become
+    assert ratios(parse([])) == (0.5, 1.0, 0.2, 0.5)
+    assert ratios(parse(CONFIGS["d3s_tokens0.5"][1])) == (0.5, 1.0, 0.5, 1.0)
+    assert ratios(parse(CONFIGS["d3s_samples0.25"][1])) == (0.25, 0.75, 0.5, 1.0)
 
 
 def test_trim_to_kept_rows_and_columns():
