@@ -60,13 +60,14 @@ shape (2 layers, tied, random weights, lr 1e-6, 3 steps of K = 4; benchmarks/rea
 trained model, and Adam moves the embedding rows of unused tokens not at all. Trained weights on a
 GPU remain unmeasured.
 
-Measured (2026-12-02, v3 warm start, 60 steps, seeds 0-2, `python benchmarks/compare.py`; README):
-the gate fires on 30-33 of the last 40 batches in every seed, 2.2-2.4 passes per batch instead of 4
-(the issue's replay of this rule: 2.1 / 2.6 / 3.3 at tau 0.1 / 0.5 / 1.0). At the paper's shape
-(dgg_paper, 8 x 16) it holds accuracy above naive reuse (peak 85.4% vs 83.3%; naive reuse reached
-95% of GRPO's peak in 2 of 3 seeds), but single-use GRPO is better per update (dgg: 0.53x in
-updates to target) and per CPU second. The first W = 20 batches are never gated (an empty window),
-a third of a 60-step run.
+Measured (2026-12-02, v3 warm start, 60 steps, `python benchmarks/compare.py`; README): the gate
+fires on 30-33 of the last 40 batches in each of 5 seeds, 2.3-2.5 passes applied per batch instead
+of 4. At the paper's shape (8 x 16, 3 seeds) tau 0.1 / 0.5 / 1.0 fire on 38-40 / 30-33 / 6-14 of
+the last 40 and apply 1.75 / 2.2 / 3.2-3.6 passes (the issue's replay: 2.1 / 2.6 / 3.3). dgg_paper
+holds accuracy above naive reuse (peak 85.4% vs 83.3%; reuse reached 95% of GRPO's peak in 2 of 3
+seeds), but single-use GRPO is better per update (dgg: 0.48x in updates to target, 5 seeds) and per
+CPU second at every tau. The first W = 20 batches are never gated (an empty window), a third of a
+60-step run, so the first 60 updates of dgg_paper and reuse_k4_paper are the same.
 
 Logs: dgg/lm_head_grad_norm/pass<k> for every pass, dgg/z/pass<k> (where H_k is full),
 dgg/fired_at_pass (0 = none), dgg/passes (passes not dropped on this batch), dgg/fired_total, the relative

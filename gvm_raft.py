@@ -44,10 +44,10 @@ Why GVM lost to uniform RAFT++ here (issue 14; our defaults, 40 steps, seed 0): 
 per step got n_i = 0 though only 0.8 had p_i = 0, and 2.9 sat at the cap; G_i spans 80-3150x within
 a batch and tracks the summed NLL of the accepted samples (correlation 0.6-0.99), i.e. how
 improbable the lucky samples were; pooled over tokens, a capped easy prompt supplies 20-27% of a
-step's accepted samples instead of 1/16. Measured on the v3 warm start (60 steps, README): the
-official setting loses to raft++_paper (peak 0.851 vs 0.901, 3 seeds); with the per-prompt-mean
-M-step (gvm_paper_prompt_mean, seed 0 only) it peaked at 0.896 vs 0.857 and reached raft++_paper's
-target in 112 vs 149 updates: the pooling, not only the allocation, costs GVM here.
+step's accepted samples instead of 1/16. Measured (v3 warm start, 60 steps, 3 seeds, README): the
+official setting loses to raft++_paper (peak 0.851 vs 0.901); the per-prompt-mean M-step
+(gvm_paper_prompt_mean) peaks higher in every seed (0.871-0.896 vs 0.840-0.857): pooling costs GVM
+too; without the 8x update confound (gvm_paper_spg1) it is worse (peak 0.828).
 
 Run it:
     python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++ (our defaults)
