@@ -40,9 +40,9 @@ update keeps 128 rollouts as every other config, and the tiny model's constant l
 cppo_paper (P = 0.5), cppo_paper_p0.75, cppo_paper_p0.875, and their GRPO baseline grpo_cppo_paper
 (8 x 16, mu = 2, beta = 0.04, nothing pruned):
     python benchmarks/compare.py --methods grpo_cppo_paper cppo_paper cppo_paper_p0.75 cppo_paper_p0.875
-Measured (2026-12-02, 60 steps, 3 seeds; README): 1.33x / 1.37x / 1.60x fewer updates to 95% of
-the baseline's peak at P = 0.5 / 0.75 / 0.875 (all resolved), peaks 0.903 / 0.926 / 0.949 vs
-0.873; in CPU time 1.19x / 1.13x / 1.05x, none resolved (generation grows with 1 / (1 - P)).
+Measured (2026-12-02, 60 steps, 5 seeds; README): 1.26x / 1.40x / 1.57x fewer updates to 95% of
+the baseline's peak at P = 0.5 / 0.75 / 0.875 (all resolved), peaks 0.902 / 0.928 / 0.948 vs
+0.869; in CPU time 1.09x / 1.09x / 0.96x, none resolved (generation grows with 1 / (1 - P)).
 
 Run it:
     python cppo.py                                     # offline tiny demo: P = 0.5 with allocation
