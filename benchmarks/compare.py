@@ -300,16 +300,13 @@ def main(argv=None):
         if base == "grpo":
             lines += power(groups, numbers) + [""]
             readme += [table.split("\n\nPer seed")[0], ""]
-        else:
-            b = numbers["numbers"][base]["cells"]
-            for lb, num in numbers["numbers"].items():
-                c = num["cells"]
-                if lb != base:
-                    paper_rows.append(f"| {lb} | {base}: {b['updates']} updates, {b['cpu_s']} s, peak {b['peak']} "
-                                      f"| {numbers['target']:.3f} | {c['seeds']} | {c['updates']} | {c['cpu_s']} | {c['peak']} "
-                                      f"| {c['auc']} | {num['speed_updates']} | {num['speed_cpu']} |")
-        base_hits = numbers["numbers"][base]["hits"]
+        base_hits, b = numbers["numbers"][base]["hits"], numbers["numbers"][base]["cells"]
         for lb, num in numbers["numbers"].items():
+            c = num["cells"]
+            if base != "grpo" and lb != base:  # one row of the README's paper-settings table
+                paper_rows.append(f"| {lb} | {base}: {b['updates']} updates, {b['cpu_s']} s, peak {b['peak']} "
+                                  f"| {numbers['target']:.3f} | {c['seeds']} | {c['updates']} | {c['cpu_s']} | {c['peak']} "
+                                  f"| {c['auc']} | {num['speed_updates']} | {num['speed_cpu']} |")
             if lb != base and num["hits"] and len(num["hits"]) == len(sub[lb]) and len(base_hits) == len(sub[base]):
                 s = harness.ratio_interval([h["updates"] for h in base_hits], [h["updates"] for h in num["hits"]])
                 breakeven[lb] = (*s, costs[lb]["cpu_s_per_update"] / costs[base]["cpu_s_per_update"])

@@ -128,12 +128,13 @@ def workload(run_dirs):
     U = statistics.mean(r[-1]["updates_total"] for r in recs) / steps
     batch_tokens = statistics.mean(x["tokens/generated"] for r in recs for x in r)  # tokens of the step's batch
     script = cfg.get("script", "")
-    passes = int(cfg.get("num_iterations", 1) > 1 or cfg.get("steps_per_generation", 1) > 1 or script == "dgg")
+    reused = cfg.get("num_iterations", 1) > 1 or script == "dgg"  # the whole batch is trained once per update
+    passes = int(reused or cfg.get("steps_per_generation", 1) > 1)
     passes += int(cfg.get("beta", 0) > 0)
     passes += int(script == "d3s" and min(cfg.get("token_ratio_start", 1), cfg.get("token_ratio_end", 1)) < 1)
     # a no-grad pass sees the trained batch once; T counts it once per update when the batch is reused
     # (num_iterations, DGG's passes), and once in all when mini-batches split it (steps_per_generation)
-    once = T / max(U, 1e-9) if (cfg.get("num_iterations", 1) > 1 or script == "dgg") else T
+    once = T / max(U, 1e-9) if reused else T
     F = passes * min(batch_tokens, once)
     calls = [R]
     if script == "gvm_raft" and cfg.get("allocation") == "gvm":  # the pilot, then the rest
