@@ -1,77 +1,41 @@
-"""CPPO: Completion Pruning Policy Optimization = grpo.py + dropping the low-|advantage| completions before the update.
+"""CPPO: Completion Pruning Policy Optimization = grpo.py + dropping the low-|advantage| completions.
 
-Paper: Lin et al., "CPPO: Accelerating the Training of Group Relative Policy Optimization-Based
-Reasoning Models", arXiv 2503.22342; official code: lzhxmu/CPPO (open-r1 and verl versions).
+Paper: Lin et al., "CPPO: Accelerating the Training of Group Relative Policy Optimization-Based Reasoning
+Models", arXiv 2503.22342; official code: lzhxmu/CPPO. Page: docs/methods/cppo.md.
 
-The idea. A completion's contribution to the GRPO gradient scales with its advantage |A_i|: one
-close to its group's mean teaches little, one in an all-equal group (A = 0) teaches nothing. So
-compute GRPO's advantages on the full groups as usual, then *prune* the fraction P of the step's
-completions with the smallest |A| before the expensive passes (old/reference log-probs, forward
-and backward). "Dynamic completion allocation" refills the freed update capacity: each step
-draws B / (1 - P) prompts, so after pruning the update batch is as large as GRPO's, but covers
+The idea. A completion's share of the GRPO gradient scales with its advantage |A_i|: one close to its
+group's mean teaches little, one in an all-equal group (A = 0) nothing. So compute GRPO's advantages on
+the full groups, then prune the fraction P of the step's completions with the smallest |A| before the
+expensive passes (old/reference log-probs, forward and backward). Dynamic completion allocation refills
+the freed capacity: each step draws B / (1 - P) prompts, so the update is as large as GRPO's but covers
 1 / (1 - P) times more questions.
 
-The rule (N = completions in the step, P = `prune_rate`):
-    A_i = (r_i - mean(group)) / (std(group) + 1e-4)        on the full groups, never re-normalised
-    keep = the N - floor(N P) completions with the largest |A_i|, over the whole step ("global",
-           the official code's rule; `scope group` keeps G - floor(G P) per group, the paper's tables)
-    loss = grpo.py's clipped loss on the kept completions, token mean over the kept tokens
-Ties in |A| (binary rewards give only two values per group) go to the lower index: a stable sort
-by (-|A|, index). Global pruning keeps the rarer outcome first (the single success on a hard
-prompt has the largest |A|) and drops zero-advantage groups entirely.
+The rule (N = completions in the step, P = prune_rate):
+    A_i  = (r_i - mean(group)) / (std(group) + 1e-4)      on the full groups, never re-normalised
+    keep = the N - floor(N P) completions with the largest |A_i| over the whole step (scope global,
+           the official rule; scope group keeps G - floor(G P) per group); ties: the lower index
+    loss = grpo.py's clipped loss on the kept completions, token mean over their tokens
+    B'   = round(B / (1 - P)) prompts per step when `allocation` is on (the paper's runs)
 
-Allocation (`allocation`, on by default as in the paper's runs): B' = round(B / (1 - P)) prompts
-are generated per step; B' is exactly B / (1 - P) for P = 1/2, 3/4, 7/8, ... and the rounded
-value otherwise (the update then holds N - floor(N P), close to B G). Without allocation a step
-keeps B prompts and trains on (1 - P) of their completions.
-
-Symbols: P = `prune_rate` in [0, 1); P = 0 is the neutral setting (it *is* grpo.py, tested).
-Where this file differs from the official code: num_iterations defaults to 1 (theirs: mu = 2) and
-beta to 0 (theirs 0.04), grpo.py's defaults; ties are broken deterministically (they use torch.topk,
-whose tie order is unspecified).
-
-The paper's setting (official configs, shared/spec/audits/pods-cppo-gvm-vs-official-code.md; issue
-14): mu = 2 (--num_iterations 2: two optimiser steps per batch against stored old log-probs, which
-are computed for the survivors only, as here), beta = 0.04 (a reference model), G = 16, pruning over
-the local batch (our global scope: one process holds the whole step), PPO-clip 0.2 with the token
-mean over the survivors (our loss_type dapo), P in {0.5, 0.75, 0.875} with allocation; lr 1e-6 with a
-cosine schedule, 1024 completion tokens. Scaled to the tiny task: 8 prompts x 16 per step, so the
-update keeps 128 rollouts as every other config, and the tiny model's constant lr 1e-4. Configs
-cppo_paper (P = 0.5), cppo_paper_p0.75, cppo_paper_p0.875, and their GRPO baseline grpo_cppo_paper
-(8 x 16, mu = 2, beta = 0.04, nothing pruned):
-    python benchmarks/compare.py --methods grpo_cppo_paper cppo_paper cppo_paper_p0.75 cppo_paper_p0.875
-Measured (2026-12-02, 60 steps, 5 seeds; README): 1.26x / 1.40x / 1.57x fewer updates to 95% of
-the baseline's peak at P = 0.5 / 0.75 / 0.875 (all resolved), peaks 0.902 / 0.928 / 0.948 vs
-0.869; in CPU time 1.09x / 1.09x / 0.96x, none resolved (generation grows with 1 / (1 - P)).
+Symbols: P = prune_rate in [0, 1). Neutral setting: P = 0 is grpo.py (tests/test_cppo.py).
 
 Run it:
     python cppo.py                                     # offline tiny demo: P = 0.5 with allocation
-    python cppo.py --prune_rate 0.875                  # the paper's best GSM8K accuracy setting
-    python cppo.py --num_generations 16 --prompts_per_step 8 --num_iterations 2 --beta 0.04 \
+    python cppo.py --num_generations 16 --prompts_per_step 8 --num_iterations 2 --beta 0.04 \\
         --prune_rate 0.875                             # the paper's setting (cppo_paper_p0.875)
-    python grpo.py --num_generations 16 --prompts_per_step 8 --num_iterations 2 --beta 0.04   # its baseline
-    python cppo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
-        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 16 \\
-        --prune_rate 0.875 --num_iterations 2 --beta 0.04 --micro_batch_size 8 --max_steps 500 --eval_every 50
 Outputs go to runs/<run_name>/ as for grpo.py, with cppo/* metrics added.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
+
+DIFF_BUDGET = 39  # === CPPO: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -122,40 +86,12 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
     # === CPPO
-    checks += [(0 <= args.prune_rate < 1, "--prune_rate must be in [0, 1)"),
-               (args.scope in ("global", "group"), f"unknown --scope {args.scope!r} (global, group)")]
+    runs.require([(0 <= args.prune_rate < 1, "--prune_rate must be in [0, 1)"),
+                  (args.scope in ("global", "group"), f"unknown --scope {args.scope!r} (global, group)")])
     # === end CPPO ===
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -210,45 +146,22 @@ def prune_completions(advantages: torch.Tensor, prune_rate: float, group_size: i
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     # === CPPO: allocation draws B / (1 - P) prompts per step (rounded) so the update keeps GRPO's size
     if args.allocation:
         B = round(args.prompts_per_step / (1 - args.prune_rate))
     # === end CPPO ===
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
@@ -260,33 +173,27 @@ def main(args: Args) -> dict:
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
         group_std = rewards.view(B, G).std(1)
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
         # === CPPO: drop the low-|A| completions before every forward pass; advantages stay as computed
         kept = prune_completions(advantages, args.prune_rate, None if args.scope == "global" else G).to(device)
         dropped = torch.ones_like(advantages, dtype=torch.bool).index_fill_(0, kept, False)
-        m.update({"cppo/kept_fraction": kept.numel() / advantages.numel(), "cppo/prompts_per_step": B,
-                  "cppo/abs_adv_kept": advantages[kept].abs().mean().item(),
-                  "cppo/abs_adv_pruned": advantages[dropped].abs().mean().item() if dropped.any() else 0.0})
+        metrics.update({"cppo/kept_fraction": kept.numel() / advantages.numel(), "cppo/prompts_per_step": B,
+                        "cppo/abs_adv_kept": advantages[kept].abs().mean().item(),
+                        "cppo/abs_adv_pruned": advantages[dropped].abs().mean().item() if dropped.any() else 0.0})
         input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
         advantages = advantages[kept]
         # === end CPPO ===
-        m["time/score"] = time.time() - t
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
@@ -297,14 +204,12 @@ def main(args: Args) -> dict:
             if ref_model is not None:
                 ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if bool((advantages == 0).all()) and args.beta == 0:
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations):
@@ -317,64 +222,15 @@ def main(args: Args) -> dict:
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
                     loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

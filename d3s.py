@@ -1,79 +1,45 @@
-"""D3S: Dynamic Dual-Level Down-Sampling = grpo.py + keeping the max-Var(A) rollouts, then the top |A| x entropy tokens.
+"""D3S: Dynamic Dual-Level Down-Sampling = grpo.py + the max-Var(A) rollouts, then the top |A| x entropy tokens.
 
 Paper: "Learning More with Less: A Dynamic Dual-Level Down-Sampling Framework for Efficient Policy
-Optimization", arXiv 2509.22115. No official code was available; the rules below follow
-shared/spec/algorithms.md section 5 and DECISIONS.md (several details are unconfirmed, listed below).
+Optimization", arXiv 2509.22115. No official code was found. Page: docs/methods/d3s.md.
 
-The idea. Not every rollout, and not every token of a rollout, carries gradient signal. D3S
-down-samples at two levels. Sample level: keep the N rollouts whose advantages have the largest
-variance (the paper links Var(A) to an upper bound on the policy-gradient norm); by default this
-is done across the whole step ("cross"), so rollouts of all-right or all-wrong groups (A = 0, in
-the middle of the sorted order) drop out first. Token level: within the kept rollouts, keep the
-K% of tokens with the largest |A_i| x H_it, the advantage times the policy's entropy there: the
-uncertain positions of the informative rollouts. Both keep ratios follow a schedule from
-aggressive to mild, a curriculum that avoids over-fitting to the high-signal data early on.
+The idea. Not every rollout, nor every token of one, carries gradient signal. Sample level: keep the
+rollouts whose advantages have the largest variance (the paper links Var(A) to a bound on the policy-
+gradient norm), across the whole step, so rollouts of all-equal groups (A = 0) drop out first. Token
+level: within them, keep the tokens with the largest |A_i| x H_it, the advantage times the policy's
+entropy there. Both keep ratios follow a schedule from aggressive to mild, a curriculum.
 
-What one step computes (advantages A on the full groups, exactly as grpo.py, never re-normalised):
-    p        = step / (max_steps - 1)                                 training progress in [0, 1]
-    ratio(p) = (1 - p) ratio_start + p ratio_end                      for samples and for tokens
-    S        = argmax_{|S| = N} Var({A_i : i in S}),  N = floor(sample_ratio(p) B G)   (cross)
-               or per group, N_g = floor(sample_ratio(p) G)                             (intra, "D3S-I")
-               solved exactly as PODS: some optimum is "k largest + (N - k) smallest", sort once,
-               prefix sums, candidates k = N, 0, 1, ..., N - 1, strict ">" (stable ties, lower index)
-    H_it     = -sum_v pi(v | ...) log pi(v | ...)                        current policy, detached
-    T        = top floor(token_ratio(p) x #tokens of S) tokens of S by |A_i| H_it   (the whole step)
-    loss     = grpo.py's clipped token loss, token mean over T (loss_type dapo)
+One step (advantages A on the full groups, exactly as grpo.py, never re-normalised):
+    p        = step / (max_steps - 1)                              training progress in [0, 1]
+    ratio(p) = (1 - p) ratio_start + p ratio_end                   for samples and for tokens
+    S        = argmax_{|S| = N} Var({A_i : i in S}), N = floor(sample_ratio(p) B G)     (scope cross)
+               or per group, N_g = floor(sample_ratio(p) G)                          (scope intra)
+               solved exactly as PODS: "k largest + (N - k) smallest", one sort, prefix sums
+    H_it     = entropy of the current policy at token t of rollout i (detached)
+    T        = the top floor(token_ratio(p) x #tokens of S) tokens of S by |A_i| H_it, whole step
+    loss     = grpo.py's clipped token loss, token mean over T
+Variants: D1S = --scope intra --token_ratio_start 1 --token_ratio_end 1 --schedule none; D1S-Cross the
+same with scope cross; D2S = --schedule none; D3S-I = --scope intra.
 
-The paper's variants (issue 14 names them; a named config each in benchmarks/harness.py):
-    D1S        sample level only, per group, no schedule   --scope intra --token_ratio_start 1 --token_ratio_end 1 --schedule none
-    D1S-Cross  sample level only, cross-group, no schedule --token_ratio_start 1 --token_ratio_end 1 --schedule none
-    D2S        samples + tokens, no schedule               --schedule none
-    D3S        samples + tokens + schedule                 (the defaults)
-    D3S-I      D3S with per-group sample selection         --scope intra
-The neutral setting, every ratio 1, *is* grpo.py (tested). Without the schedule both ratios are held
-at the schedule's mean, so D1S/D2S train on as many rollouts and tokens as D3S, in a different order.
-
-Where this file differs from (or decides for) the paper: the schedule values are ours (the paper's
-are not public). Defaults, chosen by a schedule sweep (2026-12-02, 60 steps, updates to 95% of
-GRPO's peak; GRPO 34 [33-36], 5 seeds): samples 0.5 -> 1, tokens 0.2 -> 0.5 (d3s, 5 seeds) needs 37
-[34-41] updates and 30,900 tokens; the earlier tokens 0.5 -> 1 (d3s_tokens0.5, 5 seeds) 36 [33-39]
-updates and 65,039 tokens, with the same peak (0.877 vs 0.881) and CPU time (29 s each); samples
-0.25 -> 0.75 alone (3 seeds) 36; both aggressive (d3s_paper, 3 seeds, our guess at the paper's
-regime, which reports training on fewer than 20% of tokens) 45 [41-53]. Only d3s_paper's 0.77x is
-resolved; the tie between the first two went to the paper's aggressive token level. The token top-K
-runs over the whole step and the loss normaliser is the kept tokens. The entropies come from a
-no-grad forward pass of the kept rollouts with A != 0 just before the update (same parameters as
-the update's forward, so the same values; it keeps the update's memory at one micro-batch).
-Token selection saves compute: the update runs only the rows holding a kept token, cut after the
-last kept position (`trim_to_kept`; tested to leave loss and gradient unchanged); d3s/frac_positions_trained
-logs the share of positions that remain. Dropped tokens inside that window still run forward and backward.
+Symbols: sample/token ratios in (0, 1]. Neutral setting: every ratio 1 is grpo.py (tests/test_d3s.py).
 
 Run it:
-    python d3s.py                                      # offline tiny demo: cross-group D3S
+    python d3s.py                                      # offline tiny demo: samples 0.5 -> 1, tokens 0.2 -> 0.5
     python d3s.py --sample_ratio_start 0.25 --sample_ratio_end 0.75 \\
-        --token_ratio_start 0.2 --token_ratio_end 0.5                  # the paper-like regime (d3s_paper)
-    python d3s.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
-        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
-        --micro_batch_size 8 --max_steps 500 --eval_every 50
+        --token_ratio_start 0.2 --token_ratio_end 0.5   # a paper-like aggressive regime (d3s_paper)
 Outputs go to runs/<run_name>/ as for grpo.py, with d3s/* metrics added.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
+
+DIFF_BUDGET = 112  # === D3S: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -127,44 +93,16 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
     # === D3S
     ratios = (args.sample_ratio_start, args.sample_ratio_end, args.token_ratio_start, args.token_ratio_end)
     per = args.num_generations if args.scope == "intra" else args.prompts_per_step * args.num_generations
-    checks += [(args.scope in ("cross", "intra"), f"unknown --scope {args.scope!r} (cross, intra)"),
-               (args.schedule in ("linear", "none"), f"unknown --schedule {args.schedule!r} (linear, none)"),
-               (all(0 < r <= 1 for r in ratios), "the sample and token ratios must be in (0, 1]"),
-               (int(min(ratios[:2]) * per + 1e-9) >= 2, f"the sample ratios must keep >= 2 of {per} rollouts")]
+    runs.require([(args.scope in ("cross", "intra"), f"unknown --scope {args.scope!r} (cross, intra)"),
+                  (args.schedule in ("linear", "none"), f"unknown --schedule {args.schedule!r} (linear, none)"),
+                  (all(0 < r <= 1 for r in ratios), "the sample and token ratios must be in (0, 1]"),
+                  (int(min(ratios[:2]) * per + 1e-9) >= 2, f"the sample ratios must keep >= 2 of {per} rollouts")])
     # === end D3S ===
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -266,41 +204,18 @@ def trim_to_kept(keep: torch.Tensor):
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
@@ -312,35 +227,29 @@ def main(args: Args) -> dict:
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
         group_std = rewards.view(B, G).std(1)
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
         # === D3S: sample level, the max-Var(A) rollouts (advantages stay as computed on the full groups)
         progress = step / max(args.max_steps - 1, 1)
         sample_ratio = keep_schedule(progress, args.sample_ratio_start, args.sample_ratio_end, args.schedule)
         token_ratio = keep_schedule(progress, args.token_ratio_start, args.token_ratio_end, args.schedule)
         kept = select_rollouts(advantages, G, sample_ratio, args.scope).to(device)
         from_zero_std = (group_std == 0).to(device).repeat_interleave(G)[kept]
-        m.update({"d3s/sample_ratio": sample_ratio, "d3s/token_ratio": token_ratio, "d3s/samples_kept": kept.numel(),
-                  "d3s/frac_kept_from_zero_std": from_zero_std.float().mean().item()})
+        metrics.update({"d3s/sample_ratio": sample_ratio, "d3s/token_ratio": token_ratio, "d3s/samples_kept": kept.numel(),
+                        "d3s/frac_kept_from_zero_std": from_zero_std.float().mean().item()})
         input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
         advantages = advantages[kept]
         # === end D3S ===
-        m["time/score"] = time.time() - t
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
@@ -361,8 +270,8 @@ def main(args: Args) -> dict:
                                                   args.bf16, with_entropy=True)[1]
             keep = token_keep_mask(advantages, entropy, completion_mask, token_ratio)
             score, dropped = advantages.abs().unsqueeze(1) * entropy, completion_mask.bool() & ~keep
-            m.update({"d3s/score_kept": score[keep].mean().item(),
-                      "d3s/score_dropped": score[dropped].mean().item() if dropped.any() else 0.0})
+            metrics.update({"d3s/score_kept": score[keep].mean().item(),
+                            "d3s/score_dropped": score[dropped].mean().item() if dropped.any() else 0.0})
             rows, width = trim_to_kept(keep)  # the update runs only the rows and columns the loss can see
             cut = input_ids.size(1) - L + width
             positions = len(rows) * cut / (N * input_ids.size(1))
@@ -370,16 +279,14 @@ def main(args: Args) -> dict:
             completion_mask = keep[rows, :width].to(completion_mask.dtype)  # the token mean sees only the kept tokens
             old_logps, ref_logps = (None if x is None else x[rows, :width] for x in (old_logps, ref_logps))
             L, micro_batches = width, torch.arange(len(rows), device=device).split(args.micro_batch_size)
-        m.update({"d3s/tokens_kept": int(completion_mask.sum()), "d3s/frac_positions_trained": positions})
+        metrics.update({"d3s/tokens_kept": int(completion_mask.sum()), "d3s/frac_positions_trained": positions})
         # === end D3S ===
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if bool((advantages == 0).all()) and args.beta == 0:
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations):
@@ -392,64 +299,15 @@ def main(args: Args) -> dict:
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
                     loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

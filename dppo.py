@@ -1,85 +1,48 @@
-"""DPPO: Dynamic Pruning Policy Optimization (not "Divergence PPO") = grpo.py + unbiased random pruning + dense packing.
+"""DPPO: Dynamic Pruning Policy Optimization = grpo.py + unbiased random pruning + dense packing.
 
-Paper: Zhu et al., "Unbiased Dynamic Pruning for Efficient Group-Based Policy Optimization",
-arXiv 2603.04135. No official code was found. Beyond the abstract, the rules follow secondary
-readings of the paper (shared/spec/audits/dgg-d3s-dppo-vs-papers.md) and issue 14; where those are
-silent, the choice is ours and says so.
+Paper: Zhu et al., "Unbiased Dynamic Pruning for Efficient Group-Based Policy Optimization", arXiv
+2603.04135 (not "Divergence PPO"). No official code was found. Page: docs/methods/dppo.md.
 
-The idea. Pruning prompts or completions makes GRPO cheaper, but a deterministic rule ("always
-drop the low-|A| completions") changes the distribution the gradient is estimated from, so the
-gradient is biased. DPPO prunes *at random* and reweights the survivors by their inverse inclusion
-probability (importance sampling), so the expected gradient is exactly the full batch's. Then it
-packs what survives densely so the hardware does not compute on padding.
+The idea. A deterministic pruning rule ("always drop the low-|A| completions") changes the distribution
+the gradient is estimated from, so the gradient is biased. DPPO prunes at random and weights each
+survivor by its inverse inclusion probability, so the expected gradient is the full batch's; then it
+packs the survivors densely so the hardware does not compute on padding.
 
-The estimator (weights multiply each completion's loss; w = 0 means pruned):
-    prompt level, before rollout (saves generation): the history holds each prompt's mean |A| at its
-        last visit; the pool is the `prompt_pool` fraction of the history with the lowest values (the
-        paper's "low historical advantage"; zero-variance groups score 0). Prompts are read from the
-        stream until the expected survivors reach B: N prompts with sum (1 - r_q [pooled]) >= B, fixed
-        before any coin is flipped. Each pooled one is then skipped with probability r_q, else weighted
-        w_q = 1/(1 - r_q); the others w_q = 1. About B prompts are generated (B when none is pooled);
-        if all N are skipped, one is generated at weight 0 (a step without gradient).
-    completion level, after scoring (saves update compute): in each group (or over the step, with
-        --completion_scope step) of n completions the pool is the ceil(f n) with the smallest |A|,
-        f = `completion_pool`; each is pruned with probability q = r_o n / ceil(f n), else weighted
-        w_o = 1/(1 - q). The expected pruned fraction is r_o, the paper's rate (so r_o < f); the largest
-        |A| of a group (its rare outcome) is always trained on.
-    loss = sum_i w_q(i) w_o(i) (1/|o_i|) sum_t l_it / (N G)      (loss_type grpo, the default here)
-Why unbiased: E[w] = 1 for every weight, the loss is linear in it, and N is fixed before the coins, so
-E[loss] is exactly GRPO's loss on the N prompts drawn. tests/test_dppo.py checks it by Monte Carlo and
-shows three tempting rules biased: normalising by B G while N > B are drawn (inflates by N/B); drawing
-until B survive and normalising by the V visited (a ratio estimator: 2 ln 2 = 1.39x at B = 1, r_q = 0.5);
-pruning the floor(r n) lowest |A| (the paper's Algorithm 1 as the readings report it, not what its
-proof assumes). dr_grpo (N G max_completion_length) is unbiased too; dapo would need the token count
-of prompts never generated and uses sum_i w_q(i) |o_i| (consistent, not exact). As in the paper, the
-proof is for the unclipped surrogate without KL (num_iterations = 1, beta = 0).
+The estimator (a weight multiplies each completion's loss; w = 0 means pruned):
+    prompt level, before rollout: the pool is the `prompt_pool` fraction of the prompts seen so far with
+        the lowest mean |A| at their last visit. Prompts are read from the stream until the expected
+        survivors reach B (N prompts, fixed before any coin); a pooled one is skipped with probability
+        r_q, else weighted w_q = 1 / (1 - r_q); the others weigh 1.
+    completion level, after scoring: per group of n, the pool is the ceil(f n) smallest |A|
+        (f = completion_pool); each is pruned with probability q = r_o n / ceil(f n), else weighted
+        w_o = 1 / (1 - q): the expected pruned fraction is r_o.
+    loss = sum_i w_q(i) w_o(i) (1/|o_i|) sum_t l_it / (N G)       (loss_type grpo, the default here)
+E[w] = 1 for every weight, the loss is linear in w and N is fixed before the coins, so E[loss] is GRPO's
+loss on the N prompts drawn (tests/test_dppo.py, by Monte Carlo; for the unclipped loss without KL).
+Dense Prompt Packing: first-fit decreasing of the survivors into micro-batches whose rows x padded
+length <= pack_max_tokens, within windows of pack_window sequences.
 
-Dense Prompt Packing (pack_microbatches): the surviving sequences are packed under a token budget
-(rows x padded length <= `pack_max_tokens`) instead of fixed micro-batches: inside each window of
-`pack_window` sequences, longest first, each goes into the first micro-batch it fits (first-fit
-decreasing), and each micro-batch is cut to its own longest completion. The window must exceed a
-micro-batch to change anything; 256 is a whole default step (the paper's window size is not public).
-Logged: pack/density = real tokens / (rows x padded length) and micro-batch counts, packed and unpacked.
-
-Symbols: r_q = `prompt_prune_rate`, r_o = `completion_prune_rate`, both in [0, 1). r_q = r_o = 0 is
-the neutral setting: with --loss_type grpo and packing off it *is* grpo.py (tested). Metrics:
-dppo/prompts_drawn (N), prompts_generated, prompts_pooled and prompts_pruned (fractions of N, E[pruned]
-= r_q x pooled), completions_pruned (realised, E = r_o), completions_kept (both levels). The history is
-training state, checkpointed as state["dppo_history"], so --resume is exact (tested).
-Known [abstract]: IS rescaling, Dense Prompt Packing, Qwen3-4B on MATH 2.37x faster and +3.36%. From the
-readings: rates swept over 0-0.9, variance bounded for r <= 0.7; verl + vLLM, 5 rollouts per prompt,
-1024 tokens, 15 epochs. Ours: mean |A| as the statistic (for 0/1 rewards it orders prompts as the reward
-std does, 2 sqrt(p(1-p)(G-1)/G) with group scaling, and it is the factor by which a prompt scales the
-gradient), the pools (half the history, 3/4 of a group), the rates 0.5, the drawn-set rule.
-The default task has 20,000 prompts and 120 steps draw ~2,000, so no prompt is revisited and the prompt
-level never acts in `python dppo.py`; the paper's setting revisits a fixed set, hence --max_train_samples.
+Symbols: r_q = prompt_prune_rate, r_o = completion_prune_rate, both in [0, 1). Neutral setting: r_q =
+r_o = 0 with packing off is grpo.py --loss_type grpo (tested). The demo trains on a 256-prompt set
+(max_train_samples) so prompts are revisited and the prompt level acts, as in the paper's epochs.
 
 Run it:
     python dppo.py                                     # offline tiny demo: r_q = r_o = 0.5, packing on
-    python dppo.py --num_generations 5 --max_train_samples 128   # dppo_paper: G = 5, 15 epochs in 120 steps
-    python dppo.py --prompt_prune_rate 0 --completion_prune_rate 0 --pack_max_tokens 0   # = grpo.py --loss_type grpo
-    python dppo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
-        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
-        --pack_max_tokens 8192 --max_steps 500 --eval_every 50
+    python dppo.py --num_generations 5 --max_train_samples 128   # the paper's setting (dppo_paper)
 Outputs go to runs/<run_name>/ as for grpo.py, with dppo/* and pack/* metrics added.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
+import numpy as np  # === DPPO ===
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
+
+DIFF_BUDGET = 147  # === DPPO: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -109,7 +72,7 @@ class Args:
     completion_prune_rate: float = field(default=0.5, metadata={"help": "r_o: expected fraction of each group's completions pruned"})
     completion_pool: float = field(default=0.75, metadata={"help": "fraction of each group (smallest |A|) that may be pruned; must exceed r_o"})
     completion_scope: str = field(default="group", metadata={"help": "group: judge |A| within each group (paper); step: over the whole step"})
-    max_train_samples: int = field(default=0, metadata={"help": "train on the first N prompts only (0 = all), so prompts are revisited"})
+    max_train_samples: int = field(default=256, metadata={"help": "train on the first N prompts only (0 = all): a small set is revisited, so the prompt level acts"})
     pack_max_tokens: int = field(default=2048, metadata={"help": "token budget (rows x padded length) of a packed micro-batch; 0 = no packing"})
     pack_window: int = field(default=256, metadata={"help": "sequences considered together when packing (256: a whole default step)"})
     # === end DPPO ===
@@ -135,45 +98,17 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
     # === DPPO
-    checks += [(0 <= args.prompt_prune_rate < 1 and 0 <= args.completion_prune_rate < 1, "the prune rates must be in [0, 1)"),
-               (0 <= args.prompt_pool <= 1 and 0 <= args.completion_pool <= 1, "the pools must be in [0, 1]"),
-               (args.completion_prune_rate == 0 or args.completion_prune_rate < args.completion_pool,
+    runs.require([(0 <= args.prompt_prune_rate < 1 and 0 <= args.completion_prune_rate < 1, "the prune rates must be in [0, 1)"),
+                  (0 <= args.prompt_pool <= 1 and 0 <= args.completion_pool <= 1, "the pools must be in [0, 1]"),
+                  (args.completion_prune_rate == 0 or args.completion_prune_rate < args.completion_pool,
                 "--completion_prune_rate must be below --completion_pool (else a pooled completion is always pruned)"),
-               (args.completion_scope in ("group", "step"), f"unknown --completion_scope {args.completion_scope!r} (group, step)"),
-               (args.max_train_samples >= 0, "--max_train_samples must be >= 0"),
-               (args.pack_max_tokens >= 0 and args.pack_window >= 1, "--pack_max_tokens must be >= 0, --pack_window >= 1")]
+                  (args.completion_scope in ("group", "step"), f"unknown --completion_scope {args.completion_scope!r} (group, step)"),
+                  (args.max_train_samples >= 0, "--max_train_samples must be >= 0"),
+                  (args.pack_max_tokens >= 0 and args.pack_window >= 1, "--pack_max_tokens must be >= 0, --pack_window >= 1")])
     # === end DPPO ===
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -274,51 +209,28 @@ def pack_microbatches(lengths, max_tokens: int, window: int) -> list[list[int]]:
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
     task.train = task.train[:args.max_train_samples or None]  # === DPPO: a small train set is revisited, so history matters ===
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.totals["dppo/prompts_visited_total"] = 0  # === DPPO: the stream position (the prompt history is in run.state) ===
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    totals["dppo/prompts_visited_total"] = 0  # === DPPO: the stream position (the prompt history is in method_state) ===
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         # === DPPO: prompt level, before rollout: skip pooled prompts at random, draw more to refill
-        history = method_state.setdefault("dppo_history", {})  # prompt index -> mean |A| at its last visit
+        history = run.state.setdefault("dppo_history", {})  # prompt index -> mean |A| at its last visit
         pool = prompt_pool(history, args.prompt_pool) if args.prompt_prune_rate > 0 else set()
         drawn, picked, prompt_w = draw_prompts(lambda k: prompt_indices(len(task.train), 1, k, args.seed)[0],
-                                               totals["dppo/prompts_visited_total"], pool, args.prompt_prune_rate,
+                                               run.totals["dppo/prompts_visited_total"], pool, args.prompt_prune_rate,
                                                args.prompts_per_step)
-        totals["dppo/prompts_visited_total"] += len(drawn)
+        run.totals["dppo/prompts_visited_total"] += len(drawn)
         B, rows = len(picked), [task.train[i] for i in picked]  # B: prompts generated this step (B on average)
         # === end DPPO ===
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
@@ -330,21 +242,16 @@ def main(args: Args) -> dict:
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
         group_std = rewards.view(B, G).std(1)
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
         # === DPPO: completion level; the normalisers are those of all the prompts drawn, pruned ones included
         history.update(zip(picked, advantages.view(B, G).abs().mean(1).tolist()))
         completion_w = completion_weights(advantages, args.completion_prune_rate,
@@ -353,21 +260,20 @@ def main(args: Args) -> dict:
         weights = (completion_w * row_prompt_w).to(device)
         num_sequences_full = len(drawn) * G  # grpo, dr_grpo: fixed before any coin, so E[loss] = GRPO's on `drawn`
         num_tokens_full = float((completion_mask.sum(1).cpu() * row_prompt_w).sum())  # dapo: an estimate only
-        m.update({"dppo/prompts_drawn": len(drawn), "dppo/prompts_generated": B,
-                  "dppo/prompts_pooled": sum(i in pool for i in drawn) / len(drawn),
-                  "dppo/prompts_pruned": 1 - sum(w > 0 for w in prompt_w) / len(drawn),
-                  "dppo/prompt_weight_mean": float(np.mean(prompt_w)),
-                  "dppo/completions_pruned": (completion_w == 0).float().mean().item(),
-                  "dppo/completions_kept": (weights > 0).float().mean().item()})
+        metrics.update({"dppo/prompts_drawn": len(drawn), "dppo/prompts_generated": B,
+                        "dppo/prompts_pooled": sum(i in pool for i in drawn) / len(drawn),
+                        "dppo/prompts_pruned": 1 - sum(w > 0 for w in prompt_w) / len(drawn),
+                        "dppo/prompt_weight_mean": float(np.mean(prompt_w)),
+                        "dppo/completions_pruned": (completion_w == 0).float().mean().item(),
+                        "dppo/completions_kept": (weights > 0).float().mean().item()})
         # nothing left: train one row at weight 0 and advantage 0, which the update skips as degenerate
         kept = weights.nonzero().flatten() if bool((weights > 0).any()) else torch.zeros(1, dtype=torch.long, device=device)
         prompt_lengths = prompt_mask.sum(1).repeat_interleave(G)[kept]
         input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
         advantages, weights = advantages[kept] * (weights[kept] > 0), weights[kept]
         # === end DPPO ===
-        m["time/score"] = time.time() - t
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
@@ -378,7 +284,7 @@ def main(args: Args) -> dict:
             if ref_model is not None:
                 ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # === DPPO: Dense Prompt Packing of the survivors into token-budget micro-batches
         seq_lengths = prompt_lengths + completion_mask.sum(1)
         unpacked = [mb.tolist() for mb in micro_batches]
@@ -389,16 +295,14 @@ def main(args: Args) -> dict:
         def density(batches):  # real tokens / (rows x (longest prompt + longest completion)) per micro-batch
             padded = sum(len(ix) * (int(prompt_lengths[ix].max()) + int(completion_mask[ix].sum(1).max())) for ix in batches)
             return float(seq_lengths.sum()) / max(padded, 1)
-        m.update({"pack/density": density([mb.tolist() for mb in micro_batches]), "pack/density_unpacked": density(unpacked),
-                  "pack/micro_batches": len(micro_batches), "pack/micro_batches_unpacked": len(unpacked)})
+        metrics.update({"pack/density": density([mb.tolist() for mb in micro_batches]), "pack/density_unpacked": density(unpacked),
+                        "pack/micro_batches": len(micro_batches), "pack/micro_batches_unpacked": len(unpacked)})
         # === end DPPO ===
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if bool((advantages == 0).all()) and args.beta == 0:
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations):
@@ -416,64 +320,15 @@ def main(args: Args) -> dict:
                                           num_tokens_full, args.max_completion_length)
                     # === end DPPO ===
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

@@ -1,65 +1,46 @@
-"""GRPO: Group Relative Policy Optimization, the baseline every other script in this repo extends.
+"""GRPO: Group Relative Policy Optimization, the baseline every other script in this repository extends.
 
-Paper: Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language
-Models", arXiv 2402.03300, section 4. Loss variants: DAPO (arXiv 2503.14476) and Dr. GRPO
-(arXiv 2503.20783), with TRL's GRPOTrainer names and defaults (beta = 0, token-level "dapo" loss).
+Paper: Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+arXiv 2402.03300, section 4. Loss variants: DAPO (arXiv 2503.14476) and Dr. GRPO (arXiv 2503.20783), with
+TRL's GRPOTrainer names and defaults (beta = 0, token-level "dapo" loss). Page: docs/methods/grpo.md.
 
-The idea. PPO needs a value network to tell a good completion from a lucky one. GRPO drops it:
-sample a *group* of G completions for the same prompt, score each with a verifier, and use the
-group itself as the baseline. A completion is reinforced when it beats its siblings and
-discouraged when it does worse. Groups in which every completion gets the same reward (all right or
-all wrong) carry no signal at all; most methods in this repo are about not paying for those.
+The idea. PPO needs a value network to tell a good completion from a lucky one. GRPO drops it: sample a
+*group* of G completions of the same prompt, score each with a verifier, and use the group itself as the
+baseline. A completion is reinforced when it beats its siblings and discouraged when it does worse. A
+group whose completions all get the same reward carries no signal; most methods here avoid paying for those.
 
-What one step computes (B prompts, G completions each, o_i of length |o_i|):
-    advantage   A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-4)      std with Bessel's correction
-                (scale_rewards: "group" as above, "batch" = the whole step's std, "none" = no division)
-    ratio       rho_it = exp(logp_it - logp_old_it)
+One step (B prompts, G completions each, o_i of length |o_i|):
+    advantage   A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-4)     std with Bessel's correction
+                scale_rewards: "group" as above, "batch" = the whole step's std, "none" = no division
+    ratio       rho_it = exp(logp_it - logp_old_it)                      logp_old = logp.detach() when mu = 1
     token loss  l_it = -min(rho_it A_i, clip(rho_it, 1 - epsilon, 1 + epsilon_high) A_i) + beta k3_it
-    k3          k3_it = exp(ref_it - logp_it) - (ref_it - logp_it) - 1          (only when beta > 0)
-    loss_type   dapo    = sum_it l_it / sum_i |o_i|               token mean over the whole step
-                grpo    = (1/(B G)) sum_i (1/|o_i|) sum_t l_it     the paper's equation (3)
+    k3          k3_it = exp(ref_it - logp_it) - (ref_it - logp_it) - 1  (only when beta > 0)
+    loss_type   dapo    = sum_it l_it / sum_i |o_i|                      token mean over the whole step
+                grpo    = (1/(B G)) sum_i (1/|o_i|) sum_t l_it           the paper's equation (3)
                 dr_grpo = sum_it l_it / (B G max_completion_length)
-The normaliser is always that of the whole step, so gradient accumulation over micro-batches gives
-exactly the full-batch gradient.
+The normalisers are the whole step's, so gradient accumulation over micro-batches gives exactly the
+full-batch gradient. With mu = num_iterations = 1, rho = 1 in value and the logged loss is ~0 (advantages
+are centred); its gradient is not. Watch reward and eval accuracy, not the loss.
 
-Why the logged loss is about 0. With num_iterations = 1 the old policy *is* the current one
-(logp_old = logp.detach()), so rho = 1 in value and the loss equals -sum A_i |o_i| / N, which is ~0
-because advantages are centred per group. Its gradient is not zero: d rho / d theta = grad logp.
-Watch reward and eval accuracy, not the loss. With num_iterations > 1 the same batch is reused
-for several optimiser steps and the clipping starts to matter.
-
-What this file deliberately does not do: it generates with the lean sampler of common/sampler.py (a
-KV-cached loop that drops finished rows; `--sampler hf` for transformers' `generate`; no vLLM), and it trains
-on every completion, including zero-advantage ones whose gradient is exactly 0 when beta = 0:
-skipping them is what the down-sampling methods in this repo do, so the baseline pays for them as
-vanilla GRPO does. A step in which *every* advantage is 0 (and beta = 0) has no gradient; it is
-skipped (no optimiser step) and counted in `skipped/degenerate_total`.
+Symbols: B = prompts_per_step, G = num_generations, mu = num_iterations. This script is every method's
+neutral setting: each method, at its neutral flag, trains exactly as this file does.
 
 Run it:
     python grpo.py                                     # offline tiny demo on a CPU, a few minutes
     python grpo.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
         --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
         --micro_batch_size 8 --max_steps 500 --eval_every 50
-    python grpo.py --model qwen2.5-0.5b-shape:2 --task gsm8k --dataset_path data.jsonl   # real shapes, offline
-Outputs go to runs/<run_name>/: config.json, metrics.jsonl, samples.jsonl, checkpoint.pt, final/. A fresh
-run refuses a used folder (--overwrite replaces it); --resume continues one exactly (common/runs.py).
+Outputs go to runs/<run_name>/ (config.json, metrics.jsonl, samples.jsonl, checkpoint.pt, final/);
+--resume continues a run exactly, --overwrite replaces one.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
 
@@ -106,36 +87,8 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -175,41 +128,18 @@ def aggregate_loss(token_loss, mask, loss_type: str, num_sequences: int, num_tok
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
@@ -221,24 +151,18 @@ def main(args: Args) -> dict:
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
         group_std = rewards.view(B, G).std(1)
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
-        m["time/score"] = time.time() - t
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
@@ -249,14 +173,12 @@ def main(args: Args) -> dict:
             if ref_model is not None:
                 ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if bool((advantages == 0).all()) and args.beta == 0:
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations):
@@ -269,64 +191,15 @@ def main(args: Args) -> dict:
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
                     loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

@@ -1,83 +1,48 @@
-"""GVM-RAFT: Gradient-Variance-Minimising sample allocation = grpo.py + a pilot stage, per-prompt budgets, RAFT/RAFT++.
+"""GVM-RAFT: Gradient-Variance-Minimising sample allocation = grpo.py + a pilot, per-prompt budgets, RAFT/RAFT++.
 
-Paper: "Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization in Rejection
-Sampling and RL", arXiv 2505.02391; official code: RLHFlow/GVM (em/ scripts for the pilot and the
-allocation, a verl fork for the training).
+Paper: "Optimizing Chain-of-Thought Reasoners via Gradient Variance Minimization in Rejection Sampling
+and RL", arXiv 2505.02391; official code: RLHFlow/GVM. Page: docs/methods/gvm_raft.md.
 
-The idea. Training a reasoner is EM over latent chains of thought: the E-step samples rationales
-and keeps those that reach the right answer (rejection sampling), the M-step fine-tunes on them
-(RAFT). An easy prompt needs few samples to yield an accepted one, a hard one many, and prompts
-differ in how much their gradient matters: GVM spends a fixed budget where it cuts the variance of
-the stochastic gradient most, from each prompt's acceptance rate p_i and gradient norm G_i.
+The idea. Training a reasoner is EM over latent chains of thought: sample rationales and keep those
+that reach the right answer (rejection sampling), then fine-tune on them (RAFT). Prompts differ in how
+many samples it takes to find an accepted one and in how much their gradient matters, so GVM spends a
+fixed budget where it cuts the variance of the stochastic gradient most.
 
-One step (B prompts, budget N = B x `num_generations`):
-    pilot     N' = `num_pilot` samples per prompt; accepted = reward > 0.5; p_i = #accepted / N'
-    G_i       mean over prompt i's accepted pilot samples of || d(-sum_t log pi(y_t | x, y_<t)) / dW ||_2,
-              W = the embed_tokens parameter; tied, W is also the lm_head and both uses are in its
-              gradient (the official proxy; neither part bounds the other); G_i = 0 if none accepted
-    allocate  w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1))   (w_i = 0 if p_i = 0 or G_i = 0)
-              n_i = N w_i / sum_j w_j, rounded by largest remainder so that sum_i n_i = N exactly,
-              capped at `max_per_prompt` (the excess is re-spread); all w_i = 0 -> uniform, or skip
-    sample    reuse the first min(n_i, N') pilot samples and draw n_i - N' more, or n_i fresh ones
-    M-step    raft:   -A_i log pi(y_it),  A_i = max(r_i, 0) on accepted samples, 0 otherwise (SFT)
-              raft++: grpo.py's clipped ratio loss with the same A (= raft unless the batch is reused:
-                      num_iterations > 1 or steps_per_generation > 1, as the official runs)
-              grpo:   group advantages over each prompt's n_i samples; a group of one gets A = r
-With alpha = 0, n_i ~ G_i / sqrt(p_i) minimises sum_i G_i^2 / (n_i p_i) (the variance of a mean over
-prompts of per-prompt means of accepted gradients) subject to sum_i n_i = N; the alpha term starves
-prompts that are nearly never solved. RAFT's mean runs over the accepted samples' tokens (default),
-over all samples' tokens (`train_rejected`: rejected ones count with A = 0 and carry the KL, as verl),
-or per prompt (`mstep_mean prompt`, the paper's Algorithm 1: a factor N_trained / (B' |acc_i|) on A,
-B' = prompts with an accepted sample). `steps_per_generation` (TRL's name) splits a step into random
-mini-batches, one optimiser step each. Symbols: N' = `num_pilot`; alpha, beta = `alloc_alpha`,
-`alloc_beta` (not the KL beta). Neutral: `--allocation uniform --estimator grpo` is grpo.py (tested).
+One step (B prompts, budget N = B x num_generations):
+    pilot     N' = num_pilot samples per prompt; accepted = reward > 0.5; p_i = #accepted / N'
+    G_i       mean over prompt i's accepted pilot samples of || d(-sum_t log pi(y_t | x, y_<t)) / dW ||,
+              W = the embed_tokens parameter (the official proxy); 0 if none is accepted
+    allocate  w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)), 0 if p_i = 0 or G_i = 0;
+              n_i = N w_i / sum_j w_j by largest remainder (sum n_i = N exactly), capped at max_per_prompt
+    sample    reuse min(n_i, N') pilot samples and draw the rest, or draw n_i fresh ones
+    M-step    raft:   -A_i log pi(y_it), A_i = max(r_i, 0) on accepted samples, 0 otherwise (SFT)
+              raft++: grpo.py's clipped ratio loss with the same A
+              grpo:   group advantages over each prompt's n_i samples (a group of one: A = r)
+With alpha = 0, n_i ~ G_i / sqrt(p_i) minimises sum_i G_i^2 / (n_i p_i) subject to sum_i n_i = N; the
+alpha term starves prompts that are nearly never solved. `steps_per_generation` splits a step into
+random mini-batches, one optimiser step each, as the official runs do.
 
-The official pipeline (RLHFlow/GVM d640a75; issue 14 supersedes shared/spec here) computes the n_i
-once per EM iteration over ~9 x 1024 prompts from an N' = 8 pilot (the same rounding, no cap: 24 is
-in a legacy script nothing calls); verl trains on n_i fresh samples, skips a batch whose n_i are all
-0, and uses RAFT++ = clip 0.2, a token mean over all samples and a KL loss of 0.001. Its 256-sample
-mini-batches make ~32 optimiser steps per rollout step against 4 for the n = 8 baselines: an 8x
-confound in the paper's comparison (gvm_paper_spg1 removes it). Here it all runs online over each
-step's B prompts, and G_i takes one batched backward (a Gram identity for the tied lm_head part).
-
-Why GVM lost to uniform RAFT++ here (issue 14; our defaults, 40 steps, seed 0): 4.7 of 16 prompts
-per step got n_i = 0 though only 0.8 had p_i = 0, and 2.9 sat at the cap; G_i spans 80-3150x within
-a batch and tracks the summed NLL of the accepted samples (correlation 0.6-0.99), i.e. how
-improbable the lucky samples were; pooled over tokens, a capped easy prompt supplies 20-27% of a
-step's accepted samples instead of 1/16. Measured (v3 warm start, 60 steps, 3 seeds, README): the
-official setting loses to raft++_paper (peak 0.851 vs 0.901); the per-prompt-mean M-step
-(gvm_paper_prompt_mean) peaks higher in every seed (0.871-0.896 vs 0.840-0.857): pooling costs GVM
-too; without the 8x update confound (gvm_paper_spg1) it is worse (peak 0.828).
+Symbols: N' = num_pilot; alpha, beta = alloc_alpha, alloc_beta (not the KL beta). Neutral setting:
+--allocation uniform --estimator grpo is grpo.py (tests/test_gvm_raft.py).
 
 Run it:
-    python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++ (our defaults)
-    python gvm_raft.py --allocation uniform            # RAFT++ with num_generations samples per prompt
-    python gvm_raft.py --estimator grpo                # GVM-GRPO
+    python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++
     python gvm_raft.py --num_pilot 8 --max_per_prompt 0 --reuse_pilot False --zero_allocation skip \\
         --train_rejected True --beta 0.001 --steps_per_generation 8   # the official setting (gvm_paper)
-    python gvm_raft.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
-        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 8 \\
-        --num_pilot 8 --micro_batch_size 8 --max_steps 500 --eval_every 50
-Outputs go to runs/<run_name>/ as for grpo.py, plus gvm/*: accept_rate_mean, prompts_without_support,
-grad_norm_mean|max (G_i), allocation (n_i), samples_drawn|used, skipped, accepted_samples, time_pilot.
+Outputs go to runs/<run_name>/ as for grpo.py, with gvm/* metrics added.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+import time  # === GVM: the pilot stage's own clock ===
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
+
+DIFF_BUDGET = 200  # === GVM: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -137,52 +102,25 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
     # === GVM
     runs.check_finite(alloc_alpha=args.alloc_alpha, alloc_beta=args.alloc_beta, accept_threshold=args.accept_threshold)
     choices = {"estimator": ("raft", "raft++", "grpo"), "allocation": ("gvm", "uniform"),
                "zero_allocation": ("uniform", "skip"), "mstep_mean": ("token", "prompt")}
-    checks += [(getattr(args, k) in v, f"unknown --{k} {getattr(args, k)!r} ({', '.join(v)})") for k, v in choices.items()]
-    checks += [(min(args.num_pilot, args.steps_per_generation) >= 1 and args.alloc_alpha >= 0,
-                "--num_pilot and --steps_per_generation must be >= 1, --alloc_alpha >= 0"),
-               (args.allocation == "uniform" or args.num_pilot <= args.num_generations,
-                f"--num_pilot ({args.num_pilot}) must be <= --num_generations ({args.num_generations}): a pilot larger than the budget"),
-               (args.allocation == "uniform" or args.max_per_prompt == 0 or args.max_per_prompt >= args.num_generations,
-                "--max_per_prompt must be 0 or >= num_generations (else the budget does not fit)"),
-               (args.estimator != "raft" or args.beta == 0, "--estimator raft is plain SFT: use raft++ for a KL term"),
-               (args.estimator != "grpo" or (args.mstep_mean == "token" and not args.train_rejected),
-                "--mstep_mean prompt and --train_rejected are for raft and raft++ (grpo trains every sample)"),
-               (args.scale_rewards != "batch", "--scale_rewards batch is not defined for per-prompt budgets")]
+    runs.require([(getattr(args, k) in v, f"unknown --{k} {getattr(args, k)!r} ({', '.join(v)})") for k, v in choices.items()])
+    runs.require([
+        (min(args.num_pilot, args.steps_per_generation) >= 1 and args.alloc_alpha >= 0,
+         "--num_pilot and --steps_per_generation must be >= 1, --alloc_alpha >= 0"),
+        (args.allocation == "uniform" or args.num_pilot <= args.num_generations,
+         f"--num_pilot ({args.num_pilot}) must be <= --num_generations ({args.num_generations}): a pilot larger than the budget"),
+        (args.allocation == "uniform" or args.max_per_prompt == 0 or args.max_per_prompt >= args.num_generations,
+         "--max_per_prompt must be 0 or >= num_generations (else the budget does not fit)"),
+        (args.estimator != "raft" or args.beta == 0, "--estimator raft is plain SFT: use raft++ for a KL term"),
+        (args.estimator != "grpo" or (args.mstep_mean == "token" and not args.train_rejected),
+         "--mstep_mean prompt and --train_rejected are for raft and raft++ (grpo trains every sample)"),
+        (args.scale_rewards != "batch", "--scale_rewards batch is not defined for per-prompt budgets")])
     # === end GVM ===
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -291,41 +229,18 @@ def mini_batches(num_samples: int, steps: int, micro_batch_size: int, seed: int,
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
         prompt_ids, prompt_mask = encode_prompts(tok, [r["prompt"] for r in rows], args.max_prompt_length, device)
@@ -349,8 +264,8 @@ def main(args: Args) -> dict:
             grad_norm_i = norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
             counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt,
                                      args.zero_allocation)
-            m["gvm/time_pilot"] = time.time() - t_pilot  # pilot samples, scoring, G_i and the allocation
-            m["gvm/allocation"], skip = counts.tolist(), int(counts.sum()) == 0
+            metrics["gvm/time_pilot"] = time.time() - t_pilot  # pilot samples, scoring, G_i and the allocation
+            metrics["gvm/allocation"], skip = counts.tolist(), int(counts.sum()) == 0
             # per prompt: the pilot samples it keeps, then its new ones (skip: the pilot is the step's untrained batch)
             reused = torch.full((B,), Np) if skip else counts.clamp(max=Np) if args.reuse_pilot else torch.zeros_like(counts)
             extra = (counts - reused).clamp(min=0)
@@ -365,41 +280,36 @@ def main(args: Args) -> dict:
                 take += list(range(i * Np, i * Np + int(reused[i]))) + list(range(nxt, nxt + int(extra[i])))
                 nxt += int(extra[i])
             completion_ids, completion_mask, truncated = pool_ids[take], pool_mask[take], pool_trunc[take]
-            totals["rollouts/generated_total"] += B * Np - int(reused.sum())  # pilot samples outside the step's batch
+            run.totals["rollouts/generated_total"] += B * Np - int(reused.sum())  # pilot samples outside the step's batch
             counts = reused + extra
-            m.update({"gvm/accept_rate_mean": p.mean().item(), "gvm/skipped": int(skip),
-                      "gvm/prompts_without_support": int((p == 0).sum()), "gvm/grad_norm_mean": grad_norm_i.mean().item(),
-                      "gvm/grad_norm_max": grad_norm_i.max().item(), "gvm/samples_drawn": B * Np + int(extra.sum())})
-        m.update({"gvm/samples_used": 0 if skip else int(counts.sum()), "gvm/allocation": m.get("gvm/allocation", counts.tolist())})
+            metrics.update({"gvm/accept_rate_mean": p.mean().item(), "gvm/skipped": int(skip),
+                            "gvm/prompts_without_support": int((p == 0).sum()), "gvm/grad_norm_mean": grad_norm_i.mean().item(),
+                            "gvm/grad_norm_max": grad_norm_i.max().item(), "gvm/samples_drawn": B * Np + int(extra.sum())})
+        metrics.update({"gvm/samples_used": 0 if skip else int(counts.sum()), "gvm/allocation": metrics.get("gvm/allocation", counts.tolist())})
         owner = torch.arange(B, device=device).repeat_interleave(counts.to(device))
         # === end GVM ===
         input_ids = torch.cat([prompt_ids[owner], completion_ids], 1)
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         # === GVM: groups of n_i samples; the estimator sets the advantages
         rewards, reward_means = score_completions(task, [rows[i] for i in owner.tolist()], texts, 1)
         groups = [g for g in rewards.split(counts.tolist()) if len(g)]
         group_std = torch.stack([g.std() if len(g) > 1 else g.new_zeros(()) for g in groups])
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         if args.estimator == "grpo":  # a group of one has no baseline: A = r
             advantages = torch.cat([group_advantages(g, len(g), args.scale_rewards) if len(g) > 1 else g for g in groups])
         else:  # RAFT, RAFT++: A = max(r, 0) on the accepted samples, 0 on the others
             advantages = torch.where(rewards > args.accept_threshold, rewards.clamp(min=0), torch.zeros_like(rewards))
         advantages = advantages.to(device)
-        m["gvm/accepted_samples"] = int((rewards > args.accept_threshold).sum())
+        metrics["gvm/accepted_samples"] = int((rewards > args.accept_threshold).sum())
         # === end GVM ===
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
         # === GVM: RAFT and RAFT++ train on the accepted samples (the others have A = 0 and no gradient), or on all
         # of them (train_rejected: their tokens count in the mean and the KL); idle = nothing to train on at all
         idle = skip
@@ -413,9 +323,8 @@ def main(args: Args) -> dict:
             input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
             advantages = advantages[kept]
         # === end GVM ===
-        m["time/score"] = time.time() - t
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         # === GVM: steps_per_generation random mini-batches, one optimiser step each (1: grpo.py's single step)
@@ -431,14 +340,12 @@ def main(args: Args) -> dict:
             if ref_model is not None:
                 ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if (bool((advantages == 0).all()) and args.beta == 0) or idle:  # === GVM: idle: not even a KL step ===
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations * M):  # === GVM: pass it // M, mini-batch it % M ===
@@ -455,65 +362,16 @@ def main(args: Args) -> dict:
                     # === end GVM ===
                     loss = aggregate_loss(token_loss, mask, args.loss_type, *scale[it % M], args.max_completion_length)  # === GVM ===
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        stats["loss"] /= M  # === GVM: the mean over mini-batches ===
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        stats.values["loss"] /= M  # === GVM: the mean over mini-batches ===
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

@@ -1,77 +1,42 @@
-"""PODS: Policy Optimization with Down-Sampling = grpo.py + max-variance selection of the rollouts to train on.
+"""PODS: Policy Optimization with Down-Sampling = grpo.py + training on the max-variance m of n rollouts.
 
-Paper: Xu, Savani, Fang, Kolter, "Not All Rollouts are Useful: Down-Sampling Rollouts in LLM
-Reinforcement Learning", arXiv 2504.13818; official code: the authors' `maxvargrpo_trainer.py`
-(single GPU) and their open-r1 fork (multi GPU, per-prompt rows).
+Paper: Xu, Savani, Fang, Kolter, "Not All Rollouts are Useful: Down-Sampling Rollouts in LLM Reinforcement
+Learning", arXiv 2504.13818; official code: the authors' maxvargrpo_trainer.py. Page: docs/methods/pods.md.
 
-The idea. Inference and training cost different things: generating a rollout parallelises well,
-updating on it costs memory and a backward pass. So generate n rollouts per prompt, but train on
-only m < n of them, chosen so the kept group carries as much learning signal as possible: the m
-whose rewards have the largest variance (a group of all-right or all-wrong answers teaches nothing,
-a half-right one teaches most). Advantages are then recomputed on the kept m, exactly as GRPO
-would on a group of m, and only those m get old/reference log-probs and a backward pass.
+The idea. Generating rollouts parallelises well; updating on them costs memory and a backward pass. So
+generate n rollouts per prompt but train on only m < n of them: the m whose rewards have the largest
+variance, since an all-right or all-wrong group teaches nothing and a half-right one teaches most. The
+advantages are recomputed on the kept m, exactly as GRPO would on a group of m, and only those m get
+old/reference log-probs and a backward pass.
 
 The selection (per prompt, rewards r_1..r_n, keep m):
     S* = argmax_{|S| = m} Var({r_i : i in S})
-Lemma: some optimal S is "the k largest rewards + the (m - k) smallest" for some k in 0..m.
-(Fix the other m - 1 chosen values with mean c: the variance is a convex parabola in the remaining
-value v, const + (m - 1)/m^2 (v - c)^2, so swapping v for an unchosen value further out never
-lowers it; repeating leaves only a top block and a bottom block of the sorted order.)
-Algorithm, O(n log n): sort once (descending, stable, so ties go to the lower index), build prefix
-sums of r and r^2, and score the m + 1 candidates in O(1) each:
-    m * popvar(top k + bottom m-k) = sum r^2 - (sum r)^2 / m
-evaluated in the official code's order k = m, 0, 1, ..., m - 1 with a strict ">" (ties: the
-earlier candidate wins). `rule` gives the paper's ablations: max_reward (top m) and random.
-Then, on the kept group: A_i = (r_i - mean_S) / (std_S + 1e-4), and the GRPO loss of grpo.py.
+Some optimal S is "the k largest rewards + the (m - k) smallest" for some k in 0..m (the variance is
+convex in each chosen value, so moving one outward never lowers it). Sort once (descending, stable:
+ties go to the lower index), build prefix sums of r and r^2, and score the m + 1 candidates in O(1):
+    m * popvar(top k + bottom m - k) = sum r^2 - (sum r)^2 / m
+in the official order k = m, 0, 1, ..., m - 1, a later candidate winning only if strictly better.
+Then on the kept group: A_i = (r_i - mean_S) / (std_S + 1e-4) and grpo.py's loss.
+`rule` gives the paper's ablations: max_reward (the top m) and random.
 
-Symbols: n = `num_generations`, m = `num_keep`. m = n is the neutral setting: it *is* grpo.py
-(tests/test_pods.py checks identical loss and parameters after one step).
-
-Where this file differs from the official code: the selection is O(n log n) with prefix sums and
-a stable sort (the official code scores each candidate directly in O(m) with an unstable sort, so
-its choice among equally good subsets is implementation-defined). The official code has two losses
-(shared/spec/audits/pods-cppo-gvm-vs-official-code.md): the single-GPU trainer takes a per-sequence
-mean without clipping, the multi-GPU fork a token mean (bnpo) with clipping at epsilon 0.2, both with
-one update per batch (mu = 1). Our default loss_type dapo mirrors the multi-GPU fork; --loss_type grpo
-mirrors the single-GPU trainer. Both forks are exact, not approximate: with one update per batch the
-ratio is identically 1, inside the clip range, so clipping changes no gradient. The defaults here
-(n = 16, m = 8) keep grpo.py's update batch (G = 8), the paper's protocol (m = GRPO's G).
-
-The paper's setting (issue 14): n = 4m, 64/16 on GSM8K and 32/8 on MATH, against GRPO with n = m
-(16/16, 8/8), Qwen2.5-3B-Instruct with LoRA on one GPU, one prompt per step, lr 5e-6. Scaled to the
-tiny task it is MATH's 32/8 with the single-GPU trainer's loss (config pods_paper) against GRPO with
-G = 8 and the same loss (grpo_pods_paper). We keep 16 prompts per step and lr 1e-4: one prompt per
-step would give a 120-step run only 120 prompts, and the comparison would be all noise. Whether PODS
-pays off in wall clock depends on the ratio of generation to training cost; the README's tables
-measure it:
-    python benchmarks/compare.py --methods grpo pods pods_n32 pods_paper grpo_pods_paper
+Symbols: n = num_generations, m = num_keep. Neutral setting: m = n is grpo.py (tests/test_pods.py).
 
 Run it:
     python pods.py                                     # offline tiny demo: n = 16, keep m = 8
     python pods.py --num_generations 32 --num_keep 8 --loss_type grpo   # the paper's n = 4m (pods_paper)
-    python grpo.py --loss_type grpo                    # its GRPO baseline, n = m = 8 (grpo_pods_paper)
-    python pods.py --model Qwen/Qwen2.5-0.5B-Instruct --task gsm8k --bf16 --gradient_checkpointing \\
-        --learning_rate 1e-6 --max_completion_length 512 --prompts_per_step 16 --num_generations 32 \\
-        --num_keep 8 --micro_batch_size 8 --max_steps 500 --eval_every 50
 Outputs go to runs/<run_name>/ as for grpo.py, with pods/* metrics added.
 """
 
 import copy
-import json
-import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from tqdm import trange
 
 from common import runs
-from common.loggers import Reporter, check_report_to
-from common.rollout import encode_prompts, evaluate, generate, load_policy, per_token_logps
+from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
+
+DIFF_BUDGET = 52  # === PODS: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -121,40 +86,12 @@ class Args:
 
 
 def validate(args: Args) -> None:
-    """Fail with one clear line before anything heavy is loaded."""
-    runs.check_finite(learning_rate=args.learning_rate, max_grad_norm=args.max_grad_norm, beta=args.beta,
-                      temperature=args.temperature, epsilon=args.epsilon, epsilon_high=args.epsilon_high)
-    checks = [
-        (args.max_steps >= 1, "--max_steps must be >= 1"),
-        (args.prompts_per_step >= 1, "--prompts_per_step must be >= 1"),
-        (args.num_generations >= 2, "--num_generations must be >= 2 (a group needs a baseline)"),
-        (args.max_prompt_length >= 1 and args.max_completion_length >= 1, "lengths must be >= 1"),
-        (args.micro_batch_size >= 1, "--micro_batch_size must be >= 1"),
-        (args.temperature > 0, "--temperature must be > 0"),
-        (args.learning_rate > 0, "--learning_rate must be > 0"),
-        (args.max_grad_norm > 0, "--max_grad_norm must be > 0 (it clips the gradient's norm)"),
-        (args.beta >= 0, "--beta must be >= 0"),
-        (args.epsilon >= 0 and (args.epsilon_high is None or args.epsilon_high >= 0), "--epsilon must be >= 0"),
-        (args.num_iterations >= 1, "--num_iterations must be >= 1"),
-        (args.loss_type in ("dapo", "grpo", "dr_grpo"), f"unknown --loss_type {args.loss_type!r} (dapo, grpo, dr_grpo)"),
-        (args.scale_rewards in ("group", "batch", "none"), f"unknown --scale_rewards {args.scale_rewards!r} (group, batch, none)"),
-        (args.task in ("add", "gsm8k", "math"), f"unknown --task {args.task!r} (add, gsm8k, math)"),
-        (args.task != "add" or args.dataset_path is None, "--dataset_path needs --task gsm8k or math (add is generated)"),
-        (not (args.resume and args.overwrite), "--resume and --overwrite exclude each other"),
-        (args.device in ("auto", "cpu", "cuda"), f"unknown --device {args.device!r}"),
-        (args.sampler in ("lean", "hf"), f"unknown --sampler {args.sampler!r} (lean, hf)"),
-        (min(args.eval_every, args.eval_size - 1, args.eval_num_samples, args.save_every, args.log_samples_every) >= 0,
-         "eval/save/log intervals and counts must be >= 0 (eval_size >= 1)"),
-    ]
+    """One clear error line for a bad flag, before anything loads: the shared checks live in common/runs.py."""
+    runs.check_args(args)
     # === PODS
-    checks += [(2 <= args.num_keep <= args.num_generations, "--num_keep must be in [2, num_generations]"),
-               (args.rule in ("max_variance", "max_reward", "random"), f"unknown --rule {args.rule!r}")]
+    runs.require([(2 <= args.num_keep <= args.num_generations, "--num_keep must be in [2, num_generations]"),
+                  (args.rule in ("max_variance", "max_reward", "random"), f"unknown --rule {args.rule!r}")])
     # === end PODS ===
-    for ok, message in checks:
-        if not ok:
-            raise SystemExit(f"error: {message}")
-    check_report_to(args.report_to)
-    runs.check_model_name(args.model)  # last: the flag tests pass a model that does not exist
 
 
 def group_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
@@ -221,41 +158,18 @@ def select_max_variance(rewards: torch.Tensor, num_keep: int, rule: str = "max_v
 def main(args: Args) -> dict:
     validate(args)
     # ------------------------------------------------------------------ setup
-    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    script = os.path.splitext(os.path.basename(sys.argv[0] if __name__ == "__main__" else __file__))[0]
     task = load_task(args.task, args.dataset_path, args.eval_size)
-    run_dir, ckpt = runs.prepare(args, script)  # refuses to mix runs; exits 0 if a resumed run is complete
-    reporter = Reporter(args.report_to, run_dir, {**asdict(args), "script": script})
+    run = runs.Run(args, __file__, task.test)  # seeds, device, run folder; common/runs.py holds all plumbing
+    device = run.device
     model, tok = load_policy(args.model, device, args.gradient_checkpointing)
     ref_model = copy.deepcopy(model).requires_grad_(False).eval() if args.beta > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    run.start(model, tok, optimizer)  # resumes from the checkpoint, or evaluates the warm start
     B, G = args.prompts_per_step, args.num_generations
     eps_low, eps_high = args.epsilon, args.epsilon if args.epsilon_high is None else args.epsilon_high
-    totals = dict.fromkeys(["time/train_total", "time/train_cpu_total", "tokens/generated_total",
-                            "tokens/trained_total", "rollouts/generated_total", "updates_total",
-                            "skipped/degenerate_total", "skipped/nonfinite_total"], 0)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    # a resumed run gets back its weights, optimizer, totals, every RNG and method_state (what a method carries)
-    start_step, totals, method_state = runs.restore(ckpt, model, optimizer, totals)
-    del ckpt
-    metrics_path, samples_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.jsonl")
 
-    def run_eval():
-        t = time.time()
-        out = evaluate(model, tok, task.test, args.max_prompt_length, args.max_completion_length,
-                       args.eval_num_samples, bf16=args.bf16, sampler=args.sampler)
-        return {**out, "time/eval": time.time() - t}
-
-    first_eval = run_eval() if start_step == 0 else None
-    if first_eval:
-        print(f"step 0: held-out greedy {first_eval['eval/greedy_acc']:.3f}, sampled {first_eval['eval/sampled_acc']:.3f}")
-    last_acc = first_eval["eval/sampled_acc"] if first_eval else None
-    bar = trange(start_step, args.max_steps, desc=script, initial=start_step, total=args.max_steps)
-    for step in bar:
-        t_step, cpu_step = time.time(), time.process_time()
-        m = {"step": step}
+    for step in run.steps():
+        metrics = {}
         # ------------------------------------------------------------------ rollout
         G = args.num_generations  # === PODS: G is n while generating, and m after the selection below ===
         rows = [task.train[i] for i in prompt_indices(len(task.train), B, step, args.seed)]
@@ -268,36 +182,30 @@ def main(args: Args) -> dict:
         attention_mask = torch.cat([prompt_mask[owner], completion_mask], 1)
         L = completion_ids.size(1)
         lengths = completion_mask.sum(1)
-        m["time/generate"] = time.time() - t_step
+        metrics["time/generate"] = run.lap()
         # ------------------------------------------------------------------ reward and advantage
-        t = time.time()
         texts = tok.batch_decode(completion_ids.masked_fill(completion_mask == 0, tok.pad_token_id),
                                  skip_special_tokens=True)
         rewards, reward_means = score_completions(task, rows, texts, G)
         group_std = rewards.view(B, G).std(1)
-        m.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
-                 frac_reward_zero_std=(group_std == 0).float().mean().item())
+        metrics.update(reward_means, reward=rewards.mean().item(), reward_std=group_std.mean().item(),
+                       frac_reward_zero_std=(group_std == 0).float().mean().item())
         # === PODS: keep m of the n rollouts per group; from here on a "group" is the m kept ones
         kept = torch.cat([g * G + select_max_variance(rewards[g * G:(g + 1) * G], args.num_keep, args.rule)
                           for g in range(B)])
-        m["pods/kept_fraction"] = args.num_keep / G
-        m["pods/reward_var_before"] = rewards.view(B, G).var(1).mean().item()
+        metrics["pods/kept_fraction"] = args.num_keep / G
+        metrics["pods/reward_var_before"] = rewards.view(B, G).var(1).mean().item()
         G = args.num_keep
         rewards, texts = rewards[kept], [texts[i] for i in kept.tolist()]
         kept = kept.to(device)
         owner = owner[kept]
         input_ids, attention_mask, completion_mask = input_ids[kept], attention_mask[kept], completion_mask[kept]
-        m["pods/reward_var_after"] = rewards.view(B, G).var(1).mean().item()
+        metrics["pods/reward_var_after"] = rewards.view(B, G).var(1).mean().item()
         # === end PODS ===
         advantages = group_advantages(rewards, G, args.scale_rewards).to(device)
-        if args.log_samples_every and step % args.log_samples_every == 0:  # the first two groups, as scored
-            with open(samples_path, "a") as f:
-                for i in range(min(2 * G, len(texts))):
-                    f.write(json.dumps({"step": step, "prompt": rows[owner[i]]["prompt"], "completion": texts[i],
-                                        "reward": rewards[i].item(), "advantage": advantages[i].item()}) + "\n")
-        m["time/score"] = time.time() - t
+        run.log_samples(rows, owner, texts, rewards, advantages, G)
+        metrics["time/score"] = run.lap()
         # ------------------------------------------------------------------ old / reference log-probs (only when needed)
-        t = time.time()
         N = input_ids.size(0)  # sequences to train on: all B * G of them in GRPO
         micro_batches = torch.arange(N, device=device).split(args.micro_batch_size)
         old_logps = ref_logps = None
@@ -308,14 +216,12 @@ def main(args: Args) -> dict:
             if ref_model is not None:
                 ref_logps = torch.cat([per_token_logps(ref_model, input_ids[mb], attention_mask[mb], L, args.temperature,
                                                        args.bf16)[0] for mb in micro_batches])
-        m["time/logps"] = time.time() - t
+        metrics["time/logps"] = run.lap()
         # ------------------------------------------------------------------ policy update
-        t = time.time()
         num_tokens = int(completion_mask.sum())
-        stats = {"loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.0}
-        grad_norms, tokens_trained, rollouts_trained = [], 0, 0
+        stats = runs.UpdateStats(num_tokens, args.num_iterations)  # what is logged: loss, entropy, kl, clip ratios
         if bool((advantages == 0).all()) and args.beta == 0:
-            totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
+            run.totals["skipped/degenerate_total"] += 1  # no gradient exists; don't let Adam's momentum move the weights
         else:
             model.train()
             for it in range(args.num_iterations):
@@ -328,64 +234,15 @@ def main(args: Args) -> dict:
                     token_loss, low, high = clipped_token_loss(logp, old, advantages[mb], eps_low, eps_high, ref, args.beta)
                     loss = aggregate_loss(token_loss, mask, args.loss_type, N, num_tokens, args.max_completion_length)
                     loss.backward()
-                    tokens_trained += int(mask.sum())
-                    rollouts_trained += len(mb)
-                    w = mask.float() / max(num_tokens, 1) / args.num_iterations  # token-mean weights for logging
-                    stats["loss"] += loss.item() / args.num_iterations
-                    stats["clip_ratio/low_mean"] += (low * w).sum().item()
-                    stats["clip_ratio/high_mean"] += (high * w).sum().item()
-                    if entropy is not None:
-                        stats["entropy"] += (entropy * mask).sum().item() / max(num_tokens, 1)
-                    if ref is not None:
-                        d = (ref - logp).detach()
-                        stats["kl"] += ((torch.exp(d) - d - 1) * w).sum().item()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if not (torch.isfinite(grad_norm) and np.isfinite(stats["loss"])):
-                    totals["skipped/nonfinite_total"] += 1  # never write NaN into the weights
-                elif grad_norm == 0:
-                    totals["skipped/degenerate_total"] += 1  # no gradient: Adam's momentum alone would move the weights
-                else:
-                    optimizer.step()
-                    totals["updates_total"] += 1
-                    if not runs.weights_finite(model):  # unreachable with finite flags and gradients; never saved
-                        runs.fail(f"the weights became non-finite at step {step}; the last checkpoint is intact")
-                optimizer.zero_grad(set_to_none=True)
-                grad_norms.append(grad_norm.item())
-        m.update(stats, grad_norm=float(np.mean(grad_norms)) if grad_norms else 0.0)
-        m["clip_ratio/region_mean"] = stats["clip_ratio/low_mean"] + stats["clip_ratio/high_mean"]
-        if args.beta == 0:
-            del m["kl"]
-        m["time/update"] = time.time() - t
+                    stats.add(loss, mask, low, high, entropy, logp, ref)
+                # clip, then step; a non-finite or all-zero gradient is skipped and counted
+                stats.grad_norms.append(run.optimizer_step(args.max_grad_norm, stats.loss_is_finite))
+        metrics.update(stats.metrics(args.beta))
+        metrics["time/update"] = run.lap()
         # ------------------------------------------------------------------ logging, evaluation, checkpoint
-        m["time/step"] = time.time() - t_step
-        totals["time/train_total"] += m["time/step"]
-        totals["time/train_cpu_total"] += time.process_time() - cpu_step  # CPU seconds: robust to a busy machine
-        totals["tokens/generated_total"] += int(lengths.sum())
-        totals["tokens/trained_total"] += tokens_trained
-        totals["rollouts/generated_total"] += lengths.numel()
-        m.update(totals)
-        m.update({"tokens/generated": int(lengths.sum()), "tokens/trained": tokens_trained,
-                  "rollouts/trained": rollouts_trained,
-                  "completions/mean_length": lengths.float().mean().item(),
-                  "completions/min_length": int(lengths.min()), "completions/max_length": int(lengths.max()),
-                  "completions/clipped_ratio": truncated.float().mean().item(), "learning_rate": args.learning_rate})
-        if step == 0 and first_eval:
-            m.update(first_eval)  # the step-0 record carries the warm start's accuracy
-        done = step + 1
-        if (args.eval_every and done % args.eval_every == 0) or done == args.max_steps:
-            m.update({k.replace("eval/", "eval_after/"): v for k, v in run_eval().items()})
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(m) + "\n")
-        reporter.log(m)
-        if (args.save_every and done % args.save_every == 0) or done == args.max_steps:
-            runs.save_checkpoint(ckpt_path, done, model, optimizer, totals, method_state, {**asdict(args), "script": script})
-        last_acc = m.get("eval_after/sampled_acc", last_acc)
-        bar.set_postfix(reward=f"{m['reward']:.2f}", acc="-" if last_acc is None else f"{last_acc:.2f}")
+        run.log(metrics, lengths, truncated)
 
-    runs.save_final(model, tok, run_dir)
-    reporter.close()
-    last = runs.summarize(first_eval, m, totals, run_dir)  # the final evaluation; prints before -> after
-    return {"first_eval": first_eval, "last_eval": last, "run_dir": run_dir, "totals": totals}
+    return run.finish()  # final/ and the held-out accuracy before -> after
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def test_cli_rejects_bad_arguments_before_loading_anything(flags, message):
 
 
 def test_no_pruning_no_packing_is_exactly_grpo(tiny_path, tmp_path):
-    neutral = dict(prompt_prune_rate=0.0, completion_prune_rate=0.0, pack_max_tokens=0)
+    neutral = dict(prompt_prune_rate=0.0, completion_prune_rate=0.0, pack_max_tokens=0, max_train_samples=0)
     assert_same_as_grpo(dppo, tiny_path, tmp_path, neutral, grpo_kwargs=dict(loss_type="grpo"), steps=2)
 
 

@@ -13,6 +13,7 @@ import torch
 import tqdm
 
 import grpo
+from common import runs
 from tests.helpers import ROOT, params, records
 
 SCRIPTS = ["grpo", "pods", "cppo", "dppo", "d3s", "gvm_raft", "dgg"]
@@ -56,7 +57,7 @@ def test_kill_then_resume_gives_the_uninterrupted_run(name, tiny_path, tmp_path,
     module, straight = make_args(name, tiny_path, tmp_path, max_steps=4, save_every=2, run_name="straight")
     module.main(straight)
     _, killed = make_args(name, tiny_path, tmp_path, max_steps=4, save_every=2, run_name="killed")
-    monkeypatch.setattr(module, "trange", killing_trange(3))
+    monkeypatch.setattr(runs, "trange", killing_trange(3))
     with pytest.raises(Killed):
         module.main(killed)
     monkeypatch.undo()
@@ -155,9 +156,9 @@ def test_bad_folders_and_names_fail_before_the_model_loads(tmp_path):
     (dict(task="add", dataset_path="x.jsonl"), "--dataset_path needs --task gsm8k or math"),
     (dict(resume=True, overwrite=True), "--resume and --overwrite exclude each other"),
 ])
-def test_flags_that_used_to_slip_through(flags, message):
-    with pytest.raises(SystemExit, match=message):
-        grpo.validate(grpo.Args(**flags))
+def test_flags_that_used_to_slip_through(flags, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):  # validate() and the run's own checks, before any model loads
+        grpo.main(grpo.Args(output_dir=str(tmp_path), **flags))
 
 
 def test_unknown_flag_is_one_line():
