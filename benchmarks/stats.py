@@ -166,3 +166,31 @@ def smallest_p(n_a, n_b, paired=False):
 def seeds_for_family(m, paired=True, alpha=ALPHA):
     """The fewest seeds per config at which a family of m Holm-adjusted tests can resolve anything at all."""
     return next(n for n in range(1, 64) if smallest_p(n, n, paired) * m < alpha)
+
+
+def claim(base, other, base_reached=None, other_reached=None, paired=False, resample=None, seed=0):
+    """Every number one claim needs: the speed-up base / other (a ratio of geometric means; >1: `other` costs
+    less), its 95% bootstrap interval, the permutation p-value (sign flips when paired), and the probability of
+    improvement with its interval. Censored values (reached False) enter at their horizon, a lower bound, so a
+    config that misses the target looks better than it is, never worse. `resample(i, j)` may recompute the four
+    arrays for resampled seed indices (e.g. with the target re-derived inside each resample); by default the
+    fixed values are indexed."""
+    b, o = np.asarray(base, float), np.asarray(other, float)
+    rb = np.ones(len(b), bool) if base_reached is None else np.asarray(base_reached, bool)
+    ro = np.ones(len(o), bool) if other_reached is None else np.asarray(other_reached, bool)
+    resample = resample or (lambda i, j: (b[i], rb[i], o[j], ro[j]))
+
+    def speed(i, j):
+        bv, _, ov, _ = resample(i, j)
+        return np.exp(np.mean(np.log(bv), -1) - np.mean(np.log(ov), -1))
+
+    def improvement(i, j):
+        bv, br, ov, orr = resample(i, j)
+        return np.mean(_wins(bv[..., :, None], ov[..., None, :], br[..., :, None], orr[..., None, :]), (-2, -1))
+
+    paired = paired and len(b) == len(o)
+    return {"speedup": float(np.exp(np.mean(np.log(b)) - np.mean(np.log(o)))),
+            "interval": bootstrap_interval(speed, len(b), len(o), paired, seed=seed),
+            "p": sign_flip_p(b, o, seed) if paired else permutation_p(b, o, seed), "paired": paired,
+            "pi": prob_improvement(b, o, rb, ro), "pi_interval": bootstrap_interval(improvement, len(b), len(o), paired, seed=seed),
+            "reached": (int(rb.sum()), len(rb), int(ro.sum()), len(ro))}
