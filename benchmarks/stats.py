@@ -123,6 +123,16 @@ def censored_summary(values, reached, digits=0):
     return f"{r.sum()}/{len(r)} reached, median " + (f"{med:.{digits}f}" if med is not None else "> horizon")
 
 
+def t_interval(values):
+    """(mean, low, high): the mean over seeds and its 95% Student-t interval (NaN bounds for one seed)."""
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - half, m + half
+
+
 def log_sd(values):
     """(sd of the log values, low, high): the spread over seeds that a test on log values sees (about the cv),
     with its 95% chi-square interval (normal log values)."""
@@ -171,18 +181,21 @@ def seeds_for_family(m, paired=True, alpha=ALPHA):
 def claim(base, other, base_reached=None, other_reached=None, paired=False, resample=None, seed=0):
     """Every number one claim needs: the speed-up base / other (a ratio of geometric means; >1: `other` costs
     less), its 95% bootstrap interval, the permutation p-value (sign flips when paired), and the probability of
-    improvement with its interval. Censored values (reached False) enter at their horizon, a lower bound, so a
+    improvement with its interval (None when a value is 0: a seed already at the target). Censored values (reached False) enter at their horizon, a lower bound, so a
     config that misses the target looks better than it is, never worse. `resample(i, j)` may recompute the four
     arrays for resampled seed indices (e.g. with the target re-derived inside each resample); by default the
     fixed values are indexed."""
     b, o = np.asarray(base, float), np.asarray(other, float)
+    if min(b.min(), o.min()) <= 0:  # a seed at the target before training: a cost of 0 has no log
+        return None
     rb = np.ones(len(b), bool) if base_reached is None else np.asarray(base_reached, bool)
     ro = np.ones(len(o), bool) if other_reached is None else np.asarray(other_reached, bool)
     resample = resample or (lambda i, j: (b[i], rb[i], o[j], ro[j]))
+    floor = min(b.min(), o.min()) / 2  # a resample's re-derived target may sit below a warm start: keep logs finite
 
     def speed(i, j):
         bv, _, ov, _ = resample(i, j)
-        return np.exp(np.mean(np.log(bv), -1) - np.mean(np.log(ov), -1))
+        return np.exp(np.mean(np.log(np.maximum(bv, floor)), -1) - np.mean(np.log(np.maximum(ov, floor)), -1))
 
     def improvement(i, j):
         bv, br, ov, orr = resample(i, j)
