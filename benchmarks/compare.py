@@ -239,8 +239,8 @@ def report(cmp, equal_note):
     # 1. target-free: accuracy at fixed budgets
     budgets = cmp.budgets()
     head = [f"{AXIS_NAME[a]} {b:.0f}" for a, bs in budgets.items() for b in bs]
-    lines += [f"Accuracy at fixed budgets (target-free): mean over seeds and 95% t-interval, at 1/4, 1/2 and all of the "
-              f"comparison's shortest run on each axis.", "",
+    lines += ["Accuracy at fixed budgets (target-free): mean over seeds and 95% t-interval, at 1/4, 1/2 and all of the "
+              "comparison's shortest run on each axis.", "",
               "| config | seeds | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for lb in cmp.members:
         cells = []
