@@ -152,11 +152,10 @@ def finished(path):
     return os.path.exists(os.path.join(path, "final", "config.json"))
 
 
-def command(config, seed, steps=STEPS, results=RESULTS, extra=(), tag="", name=None):
-    """The training command of one run, on one thread; `--resume` if it was interrupted after a checkpoint,
-    `--overwrite` if it was interrupted before one (its folder then holds nothing worth keeping)."""
+def command(config, seed, path, steps=STEPS, extra=()):
+    """The training command of one run into the folder `path`, on one thread; `--resume` if it was interrupted
+    after a checkpoint, `--overwrite` if it was interrupted before one (its folder then holds nothing to keep)."""
     script, flags = CONFIGS[config]
-    path = run_dir(name or config, seed, steps, results, tag)
     again = (["--resume"] if os.path.exists(os.path.join(path, "checkpoint.pt")) else
              ["--overwrite"] if os.path.exists(path) else [])
     return [sys.executable, script, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", os.path.dirname(path),
@@ -173,7 +172,7 @@ def run(config, seed, steps=STEPS, results=RESULTS, extra=(), tag=""):
         return path
     print(f"[{time.strftime('%H:%M:%S')}] start {config} seed {seed}", flush=True)
     with open(f"{os.path.dirname(path)}_seed{seed}.log", "a") as log:
-        subprocess.run(command(config, seed, steps, results, extra, tag), cwd=ROOT, check=True, env=ENV, stdout=log,
+        subprocess.run(command(config, seed, path, steps, extra), cwd=ROOT, check=True, env=ENV, stdout=log,
                        stderr=subprocess.STDOUT)
     print(f"[{time.strftime('%H:%M:%S')}] done  {config} seed {seed}", flush=True)
     return path

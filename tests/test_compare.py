@@ -222,3 +222,13 @@ def test_reanalysis_keeps_the_censored_seed_and_pairs_the_seeds():
     assert up["speedup"] == pytest.approx((40 * 44 * 36 / (20 * 22 * 60)) ** (1 / 3))
     text = reanalysis.render(list(rows.values()), "table.md")
     assert "**0 of the 1 claims the report marked resolved (*) survive**" in text
+
+
+def test_a_baseline_twin_made_beside_a_config_gives_its_paired_cpu_times(tmp_path):
+    synthetic(tmp_path, range(5))
+    for s in range(5):  # the queue's twin of grpo, run beside cppo: the same curve, the co-run's slower clock
+        write_run(tmp_path / "runs" / "grpo_beside_cppo" / f"seed{s}.jsonl", s, 20 + s, cpu_per_step=1.3)
+    table, _, _ = run_compare(tmp_path, range(5))
+    cpu = next(line for line in table.splitlines() if line.startswith("| cppo | CPU s |"))
+    assert "| 1.50x [" in cpu  # 1.5x fewer updates at the same CPU per update as the twin beside it (not 1.5 / 1.3)
+    assert "cppo ran seed for seed beside a twin of grpo" in table
