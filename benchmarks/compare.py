@@ -2,7 +2,7 @@
 
     python benchmarks/compare.py                                   # 7 methods x 10 seeds x 60 steps
     python benchmarks/compare.py --methods pods_paper cppo_paper --seeds 0 1 2 3 4   # paper settings + their baselines
-    python benchmarks/compare.py --methods grpo dsf "dsf_r2=dsf.py:--max_rounds 2" --seeds 0 --steps 10 --eval_size 64
+    python benchmarks/compare.py --methods grpo "cppo_p0.6=cppo.py:--prune_rate 0.6" --seeds 0 --steps 10 --eval_size 64
     python benchmarks/compare.py --existing --out docs/results     # redo the analysis from the saved runs alone
 
 Configs: a name in benchmarks/harness.py's CONFIGS, any top-level script with marked method regions (its
@@ -194,9 +194,9 @@ class Comparison:
         c = stats.claim(bv, cv, br, cr, paired=paired, resample=resample)
         return c and {**c, "config": label, "axis": axis, "fraction": fraction}
 
-    def claims(self, fraction, axes=None):
+    def claims(self, fraction):
         """Every claim of one table (one family), Holm-adjusted together."""
-        rows = [self.claim(lb, a, fraction) for lb in self.members[1:] for a in (axes or claim_axes(lb))]
+        rows = [self.claim(lb, a, fraction) for lb in self.members[1:] for a in claim_axes(lb)]
         rows = [r for r in rows if r]
         for r, adj in zip(rows, stats.holm([r["p"] for r in rows])):
             r["adjusted"] = adj
@@ -266,7 +266,7 @@ def report(cmp, equal_note):
     others = {f: {(r["config"], r["axis"]): r for r in cmp.claims(f)} for f in FRACTIONS if f != PRIMARY}
     lines += ["", f"Claims against {base} at {PRIMARY:.0%} of its peak (one family of {len(primary)} tests, Holm-adjusted). "
               "Speed-up: ratio of geometric means (> 1: the config needs less), 95% bootstrap interval with the target "
-              "re-derived in each resample; P(impr.): probability that a random seed of the config needs less than one "
+              "re-derived in each resample; p: exact permutation test on log costs at the observed target; P(impr.): probability that a random seed of the config needs less than one "
               f"of {base}'s. The other targets' columns show whether a verdict depends on the target (each its own family).",
               "", "| config | axis | reached (base, config) | speed-up | test | p | Holm p | P(impr.) | verdict | "
               + " | ".join(f"at {f:.0%}: speed-up, Holm p" for f in others) + " |", "|---|---|---|---|---|---|---|---|---|"
