@@ -1,7 +1,7 @@
 """A per-step cost model, calibrated by a micro-benchmark and checked against the comparison's runs.
 
     python benchmarks/cost_model.py            # calibrate (under a minute, 1 thread): benchmarks/results/cost_model.json
-    python benchmarks/compare.py --existing    # then uses it: predicted vs measured CPU s per step, per config
+    python benchmarks/compare.py --existing    # then uses it: predicted vs measured cost ratios to each baseline
 
 The model. One step of any script here is generation, scoring, optional no-grad passes (old log-probs
 for reuse, the reference model, D3S's entropies) and the update; so its CPU cost is predicted as
@@ -116,12 +116,11 @@ def c_gen(cal, n):
     return pts[-1][1]
 
 
-def workload(run_dirs):
-    """Per-step means over a config's runs: R rollouts generated, the generate calls' sizes, F no-grad tokens,
-    T tokens trained, U updates (from the logs; F and the call sizes from the config)."""
-    recs = [harness.records(d) for d in run_dirs]
-    with open(os.path.join(run_dirs[0], "config.json")) as f:
-        cfg = json.load(f)
+def workload(runs):
+    """Per-step means over a config's runs (harness.load): R rollouts generated, the generate calls' sizes, F no-grad
+    tokens, T tokens trained, U updates (from the logs; F and the call sizes from the config)."""
+    recs = [run["records"] for run in runs]
+    cfg = runs[0]["config"]
     steps = statistics.mean(len(r) for r in recs)
     R = statistics.mean(r[-1]["rollouts/generated_total"] for r in recs) / steps
     T = statistics.mean(r[-1]["tokens/trained_total"] for r in recs) / steps
@@ -157,36 +156,49 @@ def modelled(w, base):
 
 
 def check(groups, costs, path, baseline_of, speedups):
-    """Markdown lines: predicted vs measured CPU s per step per config, and the papers' modelled speed-ups."""
+    """Markdown lines: the model scored where break-even uses it, on each config's cost relative to its baseline
+    (one scale factor cancels there), and in absolute seconds with the scale fitted on the other configs
+    (leave-one-out); then the papers' modelled speed-ups. speedups: {config: measured speed-up in updates}."""
     with open(path) as f:
         cal = json.load(f)
+    loads = {label: workload(runs) for label, runs in groups.items()}
+    pred = {label: predict(cal, w) for label, w in loads.items()}
+    meas = {label: costs[label]["cpu_s_per_step"] for label in groups}
+    log_scale = {label: math.log(meas[label] / pred[label]) for label in groups}
     lines = ["### Cost model: predicted vs measured CPU seconds per step", "",
              f"Calibration: `{cal['command']}` ({cal['machine']}): c_gen {', '.join(f'{k}: {v * 1e3:.2f}' for k, v in cal['c_gen'].items())} "
              f"ms per rollout by call size; c_score {cal['c_score'] * 1e3:.3f} ms per rollout; c_fwd {cal['c_fwd'] * 1e6:.1f}, "
              f"c_train {cal['c_train'] * 1e6:.1f} us per token; c_opt {cal['c_opt'] * 1e3:.1f} ms per update. "
-             "Formula and what it leaves out: benchmarks/cost_model.py.", "",
-             "| config | R generated | T trained | U updates | predicted s | measured s | error | error after the GRPO scale |",
-             "|---|---|---|---|---|---|---|---|"]
-    loads, errors, scaled = {}, [], []
-    scale = costs["grpo"]["cpu_s_per_step"] / predict(cal, workload(groups["grpo"]))  # one factor, fitted on grpo alone
-    for label, dirs in groups.items():
-        w = loads[label] = workload(dirs)
-        p, m = predict(cal, w), costs[label]["cpu_s_per_step"]
-        errors.append(abs(p / m - 1))
-        scaled.append(abs(scale * p / m - 1))
-        lines.append(f"| {label} | {w['R']:.0f} | {w['T']:.0f} | {w['U']:.2f} | {p:.2f} | {m:.2f} | {100 * (p / m - 1):+.0f}% "
-                     f"| {100 * (scale * p / m - 1):+.0f}% |")
-    lines += ["", f"Median absolute error {100 * statistics.median(errors):.0f}%, largest {100 * max(errors):.0f}%. The runs "
-              f"cost {scale:.2f}x what the calibration predicts for grpo itself (two runs sharing the machine's caches and "
-              f"memory bandwidth, lengths that change during training, per-step Python work the calibration leaves out); "
-              f"with that one factor, the median error is {100 * statistics.median(scaled):.0f}% and the largest "
-              f"{100 * max(scaled):.0f}%: what the model's structure misses.", "",
+             "Formula and what it leaves out: benchmarks/cost_model.py. Scored first where it is used: the cost of a step "
+             "relative to the config's baseline (the break-even figure's axis; any common scale cancels); then in "
+             "seconds, scaled by the geometric mean of measured / predicted over the other configs (leave-one-out).", "",
+             "| config | R generated | T trained | U updates | predicted ratio to baseline | measured ratio | error on the ratio "
+             "| predicted s (leave-one-out scale) | measured s | error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ratio_err, abs_err = [], []
+    for label, w in loads.items():
+        base = baseline_of(label)
+        if base in pred and label != base:
+            p_ratio, m_ratio = pred[label] / pred[base], meas[label] / meas[base]
+            ratio_err.append(p_ratio / m_ratio - 1)
+            ratio_cells = f"{p_ratio:.2f} | {m_ratio:.2f} | {100 * ratio_err[-1]:+.0f}%"
+        else:
+            ratio_cells = "- | - | -"
+        others = [v for k, v in log_scale.items() if k != label]
+        scale = math.exp(statistics.mean(others)) if others else 1.0
+        abs_err.append(scale * pred[label] / meas[label] - 1)
+        lines.append(f"| {label} | {w['R']:.0f} | {w['T']:.0f} | {w['U']:.2f} | {ratio_cells} | {scale * pred[label]:.2f} "
+                     f"| {meas[label]:.2f} | {100 * abs_err[-1]:+.0f}% |")
+    summary = lambda e: (f"median absolute error {100 * statistics.median(abs(x) for x in e):.0f}%, largest "  # noqa: E731
+                         f"{100 * max(abs(x) for x in e):.0f}%, {sum(x > 0 for x in e)} of {len(e)} over-predicted")
+    lines += ["", (f"On the ratio to the baseline: {summary(ratio_err)}. " if ratio_err else "")
+              + f"In seconds (leave-one-out scale): {summary(abs_err)}. The scale over all configs is "
+              f"{math.exp(statistics.mean(log_scale.values())):.2f} (two runs sharing the machine's caches and memory "
+              "bandwidth, lengths that change during training, per-step Python work the calibration leaves out).", "",
               "### Modelled, not measured: the tiny task's sample efficiency under the papers' cost structures", "",
               "Step cost relative to each config's baseline under PODS's (vLLM, L40S, 3B) and CPPO's (generation on its "
               "own GPU) structures; modelled time speed-up = measured speed-up in updates / modelled cost per update.", "",
-              "| config | measured speed-up in updates | measured CPU-time speed-up | PODS-structure cost per update "
-              "| modelled speed-up (PODS) | CPPO-structure cost per update | modelled speed-up (CPPO) |",
-              "|---|---|---|---|---|---|---|"]
+              "| config | measured speed-up in updates | PODS-structure cost per update | modelled speed-up (PODS) "
+              "| CPPO-structure cost per update | modelled speed-up (CPPO) |", "|---|---|---|---|---|---|"]
     for label in groups:
         base = baseline_of(label)
         if label == base or base not in loads or label not in speedups:
@@ -194,8 +206,8 @@ def check(groups, costs, path, baseline_of, speedups):
         w, b = loads[label], loads[base]
         pods, cppo = modelled(w, b)
         per_update = b["U"] / w["U"] if w["U"] > 0 else float("inf")
-        s_upd, s_cpu = speedups[label]
-        lines.append(f"| {label} | {s_upd:.2f}x | {s_cpu} | {pods * per_update:.2f} | {s_upd / (pods * per_update):.2f}x "
+        s_upd = speedups[label]
+        lines.append(f"| {label} | {s_upd:.2f}x | {pods * per_update:.2f} | {s_upd / (pods * per_update):.2f}x "
                      f"| {cppo * per_update:.2f} | {s_upd / (cppo * per_update):.2f}x |")
     return lines
 

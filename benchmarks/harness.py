@@ -2,16 +2,17 @@
 
 - CONFIGS names every configuration the benchmarks run (script + flags), so that every script and
   the comparison share one set of runs under benchmarks/results/<config>_steps<T>/seed<S>/.
-- `run_all(jobs)` trains (config, seed) pairs in subprocesses, `workers` at a time, each on one
-  thread; a finished run is reused, so an interrupted benchmark resumes where it stopped.
-- `curve(run_dir)` reads metrics.jsonl into evaluation points: optimizer updates, training CPU
-  seconds, rollouts generated, tokens trained and held-out accuracy.
-- `report(groups, baseline)` takes the baseline's mean curve over seeds, its peak P and the target
-  0.95 P; per seed, the updates, rollouts generated, tokens trained and training CPU seconds at which
-  its curve first reaches the target (`crossing`, interpolated between evaluations), its peak, and
-  its mean accuracy over the first K updates (`area`, target-free); then means with 95% bootstrap
-  intervals over seeds (`interval`) and speed-ups over the baseline (`ratio_interval`). It returns a
-  markdown table and the numbers.
+- `run_all(configs, seeds)` trains (config, seed) pairs in subprocesses, `workers` at a time, each on
+  one thread; a finished run is reused, an interrupted one resumed from its checkpoint (or restarted if
+  it had none), so an interrupted benchmark goes on where it stopped. `resolve(name)` also accepts a
+  discovered script (its defaults) and an inline config NAME=script.py:--flag value.
+- `load(path)` reads a run folder or its compact copy (`save`: the config and the few per-step fields
+  the analysis reads, committed under docs/results/runs/ so that the analysis can be redone from the
+  repository alone); `curve(run)` turns it into evaluation points: optimizer updates, training CPU
+  seconds, rollouts generated, tokens trained, held-out accuracy and rollout steps.
+- `crossings(points, targets, axis)` says where a curve first reaches each target (interpolated between
+  evaluations, censored at the run's horizon when it never does); `at_budget` reads its accuracy at a
+  fixed budget. benchmarks/compare.py builds the tables and tests (benchmarks/stats.py) on these.
 
 The clock. Each run uses one thread, and the training time we report is its CPU time
 (`time/train_cpu_total`, evaluation excluded): on a shared 2-core machine, wall clock also measures
@@ -25,10 +26,14 @@ steps): it is what RL optimises, and greedy accuracy saturates earlier.
 
 import json
 import os
+import re
+import shlex
 import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -105,31 +110,82 @@ CONFIGS = {
 }
 
 
-def run(config, seed, steps=STEPS, results=RESULTS, extra=()):
-    """Train one (config, seed) on one thread, or reuse the finished run; returns the run directory."""
+def resolve(name):
+    """(script, flags) of a config: a CONFIGS entry, a top-level script with marked method regions (run with its
+    defaults), or an inline config NAME=script.py:--flag value ... (registered in CONFIGS under NAME)."""
+    if "=" in name:
+        label, _, spec = name.partition("=")
+        script, _, flags = spec.partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", label) or not os.path.isfile(os.path.join(ROOT, script)):
+            raise SystemExit(f"error: inline config {name!r} must read NAME=script.py:--flag value, with a plain NAME "
+                             f"and a script in {ROOT}")
+        if label in CONFIGS and CONFIGS[label] != (script, shlex.split(flags)):
+            raise SystemExit(f"error: {label!r} is already a config ({CONFIGS[label]}); give the inline one another name")
+        CONFIGS[label] = (script, shlex.split(flags))
+        return label
+    if name not in CONFIGS and name in scripts():
+        CONFIGS[name] = (f"{name}.py", [])
+    if name not in CONFIGS:
+        raise SystemExit(f"error: unknown config {name!r}: use one of benchmarks/harness.py's CONFIGS, a script with "
+                         f"marked regions ({', '.join(sorted(scripts()))}), or NAME=script.py:--flag value")
+    return name
+
+
+def scripts():
+    """The top-level training scripts: grpo.py and every script that marks its method's regions with '# === '."""
+    found = {"grpo"}
+    for f in os.listdir(ROOT):
+        if f.endswith(".py"):
+            with open(os.path.join(ROOT, f), encoding="utf-8") as fh:
+                if any(line.startswith("# === ") for line in fh):
+                    found.add(f[:-3])
+    return found
+
+
+def run_dir(config, seed, steps=STEPS, results=RESULTS, tag=""):
+    """Where a (config, seed) run lives: benchmarks/results/<config>_steps<T><tag>/seed<S> (tag: a non-protocol
+    evaluation, so that a quick trial never reuses or replaces a protocol run)."""
+    return os.path.join(results, f"{config}_steps{steps}{tag}", f"seed{seed}")
+
+
+def finished(path):
+    return os.path.exists(os.path.join(path, "final", "config.json"))
+
+
+def command(config, seed, path, steps=STEPS, extra=()):
+    """The training command of one run into the folder `path`, on one thread; `--resume` if it was interrupted
+    after a checkpoint, `--overwrite` if it was interrupted before one (its folder then holds nothing to keep)."""
     script, flags = CONFIGS[config]
-    out = os.path.join(results, f"{config}_steps{steps}")
-    run_dir = os.path.join(out, f"seed{seed}")
-    if os.path.exists(os.path.join(run_dir, "final", "config.json")):
-        return run_dir
-    cmd = [sys.executable, script, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", out,
-           "--run_name", f"seed{seed}", "--log_samples_every", "0", *EVAL_FLAGS, *flags, *extra]
+    again = (["--resume"] if os.path.exists(os.path.join(path, "checkpoint.pt")) else
+             ["--overwrite"] if os.path.exists(path) else [])
+    return [sys.executable, script, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", os.path.dirname(path),
+            "--run_name", os.path.basename(path), "--log_samples_every", "0", *EVAL_FLAGS, *flags, *extra, *again]
+
+
+ENV = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def run(config, seed, steps=STEPS, results=RESULTS, extra=(), tag=""):
+    """Train one (config, seed) on one thread, or reuse the finished run; returns the run directory."""
+    path = run_dir(config, seed, steps, results, tag)
+    if finished(path):
+        return path
     print(f"[{time.strftime('%H:%M:%S')}] start {config} seed {seed}", flush=True)
-    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(os.path.join(results, f"{config}_steps{steps}_seed{seed}.log"), "w") as log:
-        subprocess.run(cmd, cwd=ROOT, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(f"{os.path.dirname(path)}_seed{seed}.log", "a") as log:
+        subprocess.run(command(config, seed, path, steps, extra), cwd=ROOT, check=True, env=ENV, stdout=log,
+                       stderr=subprocess.STDOUT)
     print(f"[{time.strftime('%H:%M:%S')}] done  {config} seed {seed}", flush=True)
-    return run_dir
+    return path
 
 
-def run_all(configs, seeds, steps=STEPS, workers=2, results=RESULTS, extra=()):
+def run_all(configs, seeds, steps=STEPS, workers=2, results=RESULTS, extra=(), tag=""):
     """{config: [run_dir per seed]}, training what is missing `workers` runs at a time, seed by seed (every
     config's seed 0 first), so that a benchmark stopped early has every config at fewer seeds."""
     from concurrent.futures import ThreadPoolExecutor
 
     os.makedirs(results, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
-        futures = {(c, s): pool.submit(run, c, s, steps, results, extra) for s in seeds for c in configs}
+        futures = {(c, s): pool.submit(run, c, s, steps, results, extra, tag) for s in seeds for c in configs}
         return {c: [futures[c, s].result() for s in seeds] for c in configs}
 
 
@@ -138,10 +194,49 @@ def records(run_dir):
         return [json.loads(line) for line in f]
 
 
-def curve(run_dir, metric="sampled_acc"):
+# What the analysis reads of each step's record: the compact copy of a run keeps these and nothing else.
+KEEP = ("step", "updates_total", "time/train_cpu_total", "rollouts/generated_total", "tokens/trained_total",
+        "tokens/trained", "tokens/generated", "time/generate", "time/score", "time/logps", "time/update", "reward",
+        "eval/sampled_acc", "eval/greedy_acc", "eval_after/sampled_acc", "eval_after/greedy_acc")
+
+
+def load(path):
+    """A run as {"path", "seed", "config", "records"}: a run folder (config.json + metrics.jsonl), or its compact
+    copy (a .jsonl whose first line is {"config": ...})."""
+    if path.endswith(".jsonl"):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f]
+        config, recs = lines[0]["config"], lines[1:]
+    else:
+        with open(os.path.join(path, "config.json")) as f:
+            config = json.load(f)
+        recs = records(path)
+    return {"path": path, "seed": config.get("seed"), "config": config, "records": recs}
+
+
+def save(run, path):
+    """Write a run's compact copy: its config, then each step's KEEP fields, floats to 6 significant digits."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    short = lambda v: float(f"{v:.6g}") if isinstance(v, float) else v  # noqa: E731
+    with open(path + ".tmp", "w") as f:
+        f.write(json.dumps({"config": run["config"]}, separators=(",", ":")) + "\n")
+        for r in run["records"]:
+            f.write(json.dumps({k: short(r[k]) for k in KEEP if k in r}, separators=(",", ":")) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def accuracy(run):
+    """The accuracy a run's curve is drawn with: sampled pass@1, or greedy accuracy when the run sampled nothing
+    (--eval_num_samples 0 logs no sampled accuracy; a logged 0 with nothing sampled is not an accuracy)."""
+    first = run["records"][0] if run["records"] else {}
+    return "sampled_acc" if run["config"].get("eval_num_samples", 1) > 0 and "eval/sampled_acc" in first else "greedy_acc"
+
+
+def curve(run, metric=None):
     """Evaluation points [(optimizer updates, train CPU seconds, rollouts generated, tokens trained, accuracy,
     steps)], starting before the first step."""
-    recs = records(run_dir)
+    metric = metric or accuracy(run)
+    recs = run["records"]
     points = [(0, 0.0, 0, 0, recs[0][f"eval/{metric}"], 0)]
     for r in recs:
         if f"eval_after/{metric}" in r:
@@ -150,147 +245,43 @@ def curve(run_dir, metric="sampled_acc"):
     return points
 
 
-def mean_curve(run_dirs, metric="sampled_acc"):
-    """Average the seeds' curves point by point (they share the evaluation steps)."""
-    curves = [curve(d, metric) for d in run_dirs]
-    n = min(len(c) for c in curves)
-    return [tuple(statistics.mean(c[i][j] for c in curves) for j in range(6)) for i in range(n)], curves
-
-
 AXES = {"updates": 0, "cpu_s": 1, "rollouts": 2, "tokens": 3, "steps": 5}
 
 
+def crossings(points, targets, axis="updates"):
+    """Where a curve first reaches each target on `axis`, linearly interpolated between the two evaluations
+    around it: (values, reached), shaped as `targets`. A target never reached gives the curve's last value on
+    the axis, its horizon (a lower bound: the run is censored there). Interpolation turns the evaluation grid
+    into a continuous estimate; its error is the evaluation noise divided by the curve's slope there."""
+    p = np.asarray(points, float)
+    acc, x = p[:, 4], p[:, AXES[axis]]
+    t = np.asarray(targets, float)
+    hit = acc >= t[..., None]
+    reached = hit.any(-1)
+    i = hit.argmax(-1)
+    i0 = np.maximum(i - 1, 0)
+    f = np.where(i > 0, (t - acc[i0]) / np.where(i > 0, acc[i] - acc[i0], 1.0), 0.0)
+    return np.where(reached, x[i0] + f * (x[i] - x[i0]), x[-1]), reached
+
+
 def crossing(points, target):
-    """Where a curve first reaches `target`, linearly interpolated between the two evaluations around
-    it on every axis at once: {axis: value}, or None if it never does. Interpolation turns the
-    evaluation grid (every 5 steps) into a continuous estimate; its error is the evaluation noise
-    divided by the curve's slope there (compare.py's power section)."""
-    if points[0][4] >= target:
-        return {a: float(points[0][i]) for a, i in AXES.items()}
-    for a, b in zip(points, points[1:]):
-        if b[4] >= target:
-            f = (target - a[4]) / (b[4] - a[4])
-            return {axis: a[i] + f * (b[i] - a[i]) for axis, i in AXES.items()}
-    return None
+    """{axis: value} where a curve first reaches `target`, or None if it never does."""
+    found = {axis: crossings(points, target, axis) for axis in AXES}
+    return {a: float(v) for a, (v, _) in found.items()} if found["updates"][1] else None
 
 
-def area(points, limit, axis="updates"):
-    """Mean accuracy over [0, limit] on `axis` (trapezoids between evaluations): a target-free number
-    for how fast and how high a curve rises. None if the run stops short of `limit`."""
-    i = AXES[axis]
-    xs, ys = [p[i] for p in points], [p[4] for p in points]
-    if xs[-1] < limit - 1e-9:
-        return None
-    total = 0.0
-    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
-        if x0 >= limit:
-            break
-        if x1 > limit:  # cut the last trapezoid at the limit
-            y1, x1 = y0 + (y1 - y0) * (limit - x0) / (x1 - x0), limit
-        total += (x1 - x0) * (y0 + y1) / 2
-    return total / limit
+def at_budget(points, budget, axis="updates"):
+    """A curve's accuracy at `budget` on `axis` (interpolated between evaluations); None past the run's end."""
+    p = np.asarray(points, float)
+    x = p[:, AXES[axis]]
+    return float(np.interp(budget, x, p[:, 4])) if budget <= x[-1] + 1e-9 else None
 
 
-def interval(values, resamples=10_000, seed=0):
-    """(mean, low, high): the mean over seeds and its 95% percentile-bootstrap interval (resampling seeds).
-    With 3 to 5 seeds a bootstrap interval is somewhat too narrow; read it as a lower bound on the uncertainty."""
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    if len(v) == 1:
-        return float(v[0]), float("nan"), float("nan")
-    means = np.random.default_rng(seed).choice(v, (resamples, len(v))).mean(1)
-    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def ratio_interval(base, values, resamples=10_000, seed=0):
-    """(mean(base) / mean(values), low, high): a speed-up over the baseline, with both sets of seeds
-    resampled independently (the runs share no randomness beyond the seed numbers)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    b, v = np.asarray(base, dtype=float), np.asarray(values, dtype=float)
-    if min(len(b), len(v)) < 2:  # one seed on either side: no interval
-        return float(b.mean() / v.mean()), float("nan"), float("nan")
-    ratios = rng.choice(b, (resamples, len(b))).mean(1) / rng.choice(v, (resamples, len(v))).mean(1)
-    return float(b.mean() / v.mean()), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
-
-
-def fmt(est, lo, hi, digits=0, unit=""):
-    """'12 [10-15]': an estimate and its interval (no interval for a single seed)."""
-    if lo != lo:  # nan: one seed
-        return f"{est:.{digits}f}{unit}"
-    return f"{est:.{digits}f}{unit} [{lo:.{digits}f}-{hi:.{digits}f}]"
-
-
-def per_seed(groups, target, auc_updates, metric="sampled_acc"):
-    """{label: [{seed-level numbers}]}: the crossing of `target` on every axis, the peak, and the mean
-    accuracy over the first `auc_updates` optimizer updates."""
-    out = {}
-    for label, dirs in groups.items():
-        rows = []
-        for d in dirs:
-            pts = curve(d, metric)
-            rows.append({"run": d, "hit": crossing(pts, target), "peak": max(p[4] for p in pts),
-                         "auc": area(pts, auc_updates), "final": pts[-1][4]})
-        out[label] = rows
-    return out
-
-
-def report(groups, baseline, metric="sampled_acc", fraction=0.95):
-    """groups: {label: [run_dir per seed]} -> (markdown, numbers). The target is `fraction` of the peak of
-    the baseline's mean curve; every number is per seed first, then a mean with a 95% bootstrap interval
-    over seeds. A speed-up is *resolved* when its interval excludes 1."""
-    base_mean, _ = mean_curve(groups[baseline], metric)
-    peak = max(p[4] for p in base_mean)
-    target = fraction * peak
-    # K: the fewest updates any run of the comparison reached (a step with no gradient applies no update),
-    # so that every run's AUC covers the same range
-    auc_updates = min(curve(d, metric)[-1][0] for dirs in groups.values() for d in dirs)
-    seeds = per_seed(groups, target, auc_updates, metric)
-    base_hits = [r["hit"] for r in seeds[baseline]]
-    lines = [f"Target: {fraction:.0%} of {baseline}'s peak mean {metric} {peak:.3f} = **{target:.3f}**, reached by "
-             f"each seed's curve (interpolated between evaluations). AUC = mean accuracy over the first "
-             f"{auc_updates:.0f} optimizer updates. Brackets: 95% bootstrap intervals over seeds; * = the interval "
-             f"of a speed-up excludes 1 (resolved).", "",
-             "| config | seeds | reached | updates to target | rollouts generated to target | tokens trained to target "
-             "| CPU s to target | peak acc | AUC | speed-up in updates | speed-up in CPU time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    numbers = {}
-    for label, rows in seeds.items():
-        hits = [r["hit"] for r in rows if r["hit"]]
-        cells = []
-        for axis, digits in (("updates", 0), ("rollouts", 0), ("tokens", 0), ("cpu_s", 0)):
-            cells.append(fmt(*interval([h[axis] for h in hits]), digits) if len(hits) == len(rows) else
-                         f"{len(hits)}/{len(rows)} seeds" + (f" (those: {statistics.mean(h[axis] for h in hits):.0f})" if hits else ""))
-        peaks, aucs = [r["peak"] for r in rows], [r["auc"] for r in rows if r["auc"] is not None]
-        speed = []
-        for axis in ("updates", "cpu_s"):
-            if label == baseline:
-                speed.append("1.00x")
-            elif len(hits) == len(rows) and all(base_hits) and min(h[axis] for h in hits) > 0:
-                est, lo, hi = ratio_interval([h[axis] for h in base_hits], [h[axis] for h in hits])
-                resolved = "*" if lo == lo and (lo > 1 or hi < 1) else ""
-                speed.append(fmt(est, lo, hi, 2, "x") + resolved)
-            else:
-                speed.append("-")
-        peak_cell, auc_cell = fmt(*interval(peaks), 3), (fmt(*interval(aucs), 3) if len(aucs) == len(rows) else "-")
-        numbers[label] = {"hits": hits, "peaks": peaks, "aucs": aucs, "speed_updates": speed[0], "speed_cpu": speed[1],
-                          "cells": dict(zip(("updates", "rollouts", "tokens", "cpu_s"), cells), peak=peak_cell, auc=auc_cell,
-                                        seeds=len(rows))}
-        lines.append(f"| {label} | {len(rows)} | {len(hits)}/{len(rows)} | " + " | ".join(cells)
-                     + f" | {peak_cell} | {auc_cell} | {speed[0]} | {speed[1]} |")
-    lines += ["", "Per seed (updates / rollouts / tokens / CPU s to target; peak; AUC):", "",
-              "| config | seed | updates | rollouts | tokens | CPU s | peak | AUC |", "|---|---|---|---|---|---|---|---|"]
-    for label, rows in seeds.items():
-        for r in rows:
-            h = r["hit"]
-            got = (f"{h['updates']:.1f} | {h['rollouts']:.0f} | {h['tokens']:.0f} | {h['cpu_s']:.1f}" if h
-                   else "not reached | - | - | -")
-            lines.append(f"| {label} | {os.path.basename(r['run'])} | {got} | {r['peak']:.3f} | "
-                         + ("-" if r["auc"] is None else f"{r['auc']:.3f}") + " |")
-    return "\n".join(lines), {"target": target, "peak": peak, "auc_updates": auc_updates, "seeds": seeds,
-                              "numbers": numbers}
+def mean_curve(runs):
+    """Average the seeds' curves point by point (they share the evaluation steps)."""
+    curves = [curve(r) for r in runs]
+    n = min(len(c) for c in curves)
+    return [tuple(statistics.mean(c[i][j] for c in curves) for j in range(6)) for i in range(n)], curves
 
 
 def machine():

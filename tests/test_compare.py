@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT
@@ -26,21 +27,11 @@ def test_crossing_interpolates_every_axis_between_the_evaluations_around_it():
     assert harness.crossing(CURVE, 0.85)["updates"] == pytest.approx(17.5)  # the first crossing, not the later dip
 
 
-def test_area_is_the_mean_accuracy_over_the_first_k_updates():
-    # [0, 10]: mean 0.6; [10, 20]: 0.8; [20, 25]: from 0.90 to 0.85, mean 0.875
-    assert harness.area(CURVE, 25) == pytest.approx((10 * 0.6 + 10 * 0.8 + 5 * 0.875) / 25)
-    assert harness.area(CURVE, 30) == pytest.approx((6 + 8 + 8.5) / 30)
-    assert harness.area(CURVE, 31) is None  # the run stops short of the limit
-
-
-def test_bootstrap_intervals():
-    est, lo, hi = harness.interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert est == 3.0 and 1.6 <= lo < 3.0 < hi <= 4.4
-    assert math.isnan(harness.interval([2.0])[1])  # one seed: no interval
-    assert harness.interval([2.0, 2.0, 2.0])[1:] == (2.0, 2.0)
-    est, lo, hi = harness.ratio_interval([40.0, 44.0, 36.0], [20.0, 22.0, 18.0])
-    assert est == pytest.approx(2.0) and lo > 1.5 and hi < 2.6  # resolved: excludes 1
-    assert math.isnan(harness.ratio_interval([40.0], [20.0, 22.0])[1])
+def test_crossings_are_censored_at_the_horizon_and_vectorised_over_targets():
+    values, reached = harness.crossings(CURVE, [0.75, 0.95, 0.5], "cpu_s")
+    assert values == pytest.approx([5.0, 12.0, 0.0]) and list(reached) == [True, False, True]  # 0.95: the run's end
+    assert harness.crossings(CURVE, np.array([[0.75], [0.85]]), "updates")[0].shape == (2, 1)  # any target shape
+    assert harness.at_budget(CURVE, 15) == pytest.approx(0.8) and harness.at_budget(CURVE, 31) is None
 
 
 def test_generation_cost_interpolates_in_log_batch_size():
@@ -63,25 +54,181 @@ def test_workload_counts_each_no_grad_pass_over_the_batch_once(tmp_path, cfg, pa
         for step in (1, 2):
             f.write(json.dumps({"rollouts/generated_total": 64 * step, "tokens/trained_total": trained * step,
                                 "updates_total": updates * step, "tokens/generated": 1000}) + "\n")
-    w = cost_model.workload([str(tmp_path)])
+    w = cost_model.workload([harness.load(str(tmp_path))])
     assert (w["R"], w["T"], w["U"]) == (64, trained, updates)
     assert w["F"] == pytest.approx(passes_seen * 400)  # old (and reference) log-probs: one pass over the 400 tokens each
 
 
-def test_compare_writes_tables_with_intervals_and_the_figures(tiny_path, tmp_path):
+def write_run(path, seed, tau, steps=60, cpu_per_step=1.0, updates_per_step=1, reach=1.0, script="grpo", samples=4):
+    """A compact run copy whose accuracy rises as reach * (0.9 - 0.3 exp(-step / tau)), evaluated every 5 steps."""
+    acc = lambda s: reach * (0.9 - 0.3 * math.exp(-s / tau))  # noqa: E731
+    recs = []
+    for s in range(steps):
+        r = {"step": s, "updates_total": updates_per_step * (s + 1), "time/train_cpu_total": cpu_per_step * (s + 1),
+             "rollouts/generated_total": 128 * (s + 1), "tokens/trained_total": 3000 * (s + 1), "tokens/trained": 3000,
+             "tokens/generated": 3800, "time/generate": 0.3, "time/logps": 0.2, "time/update": 0.5, "kl": 0.1}
+        if s == 0:
+            r.update({"eval/greedy_acc": 0.5} | ({"eval/sampled_acc": acc(0)} if samples else {}))
+        if (s + 1) % 5 == 0:
+            r.update({"eval_after/greedy_acc": 0.5 + s / 200} | ({"eval_after/sampled_acc": acc(s + 1)} if samples else {}))
+        recs.append(r)
+    cfg = {"seed": seed, "max_steps": steps, "eval_size": 512, "eval_num_samples": samples, "script": script}
+    harness.save({"config": cfg, "records": recs}, str(path))
+
+
+def synthetic(out, seeds, speed=1.5, missing_dgg=()):
+    """grpo; cppo `speed` times faster in updates on every seed (the seed's own difficulty shared, as the same prompt
+    stream would), 1.3x the CPU per step; dgg slower, and never reaching the target on the seeds `missing_dgg`."""
+    for s in seeds:
+        tau = 20 + s
+        write_run(out / "runs" / "grpo" / f"seed{s}.jsonl", s, tau)
+        write_run(out / "runs" / "cppo" / f"seed{s}.jsonl", s, tau / speed, cpu_per_step=1.3, script="cppo")
+        write_run(out / "runs" / "dgg" / f"seed{s}.jsonl", s, tau * 1.2, updates_per_step=3, cpu_per_step=2.5,
+                  reach=0.8 if s in missing_dgg else 1.0, script="dgg")
+
+
+def run_compare(out, seeds, *extra):
+    import compare
+
+    argv = ["--existing", "--methods", "grpo", "cppo", "dgg", "--seeds", *map(str, seeds), "--results",
+            str(out / "none"), "--out", str(out), *extra]
+    compare.main(argv)
+    return (out / "table.md").read_text(), (out / "readme.md").read_text(), argv
+
+
+def test_ten_consistent_pairs_resolve_and_five_never_do(tmp_path):
+    synthetic(tmp_path, range(10))
+    table, readme, argv = run_compare(tmp_path, range(10))
+    assert f"Command: `python benchmarks/compare.py {' '.join(argv)}`" in table  # the command actually run
+    assert "quick trial" not in table
+    row = next(line for line in table.splitlines() if line.startswith("| cppo | updates |"))
+    # 10 pairs all of one sign: p = 2 / 2^10; Holm over the family (cppo: updates, CPU s; dgg: those + rollouts)
+    assert "| paired | 0.0020 | 0.010 |" in row and "**resolved: faster**" in row
+    assert "Resolved: cppo faster than grpo in updates (1.50x" in readme
+    # five pairs: the smallest p is 2/32 = 0.0625, so nothing can be resolved, however consistent the seeds
+    five = tmp_path / "five"
+    synthetic(five, range(5))
+    table5, readme5, _ = run_compare(five, range(5))
+    assert "| paired | 0.0625 | 0.312 |" in next(line for line in table5.splitlines() if line.startswith("| cppo | updates |"))
+    assert "No claim is resolved." in readme5 and "resolved: faster" not in readme5
+    assert "it takes at least **8 pairs of seeds**" in table5  # 2 / 2^8 * 5 tests < 0.05
+
+
+def test_censored_seeds_are_counted_and_never_make_a_faster_claim(tmp_path):
+    synthetic(tmp_path, range(10), missing_dgg=(0, 1, 2))
+    table, _, _ = run_compare(tmp_path, range(10))
+    dgg = [line for line in table.splitlines() if line.startswith("| dgg | 95% = ")][0]
+    assert "7/10 reached, median" in dgg  # the three that never reach are in the count, not dropped
+    row = next(line for line in table.splitlines() if line.startswith("| dgg | updates |"))
+    assert "| 10/10, 7/10 | <= " in row  # the speed-up is a bound (censored costs are lower bounds)
+    seeds = [line for line in table.splitlines() if line.startswith("| dgg | seed")]
+    assert len(seeds) == 10 and sum("not reached" in line for line in seeds) == 3
+    assert "| dgg | rollouts generated |" in table  # DGG is also tested on its paper's own axis
+
+
+def test_greedy_accuracy_when_nothing_was_sampled_and_a_quick_trial_says_so(tmp_path):
+    for s in (0, 1):
+        write_run(tmp_path / "runs" / "grpo" / f"seed{s}.jsonl", s, 20, steps=10, samples=0)
+    import compare
+
+    compare.main(["--existing", "--seeds", "0", "1", "--steps", "10", "--eval_num_samples", "0", "--methods", "grpo",
+                  "--results", str(tmp_path / "none"), "--out", str(tmp_path)])
+    table = (tmp_path / "table.md").read_text()
+    assert "**A quick trial, not the protocol** (10 steps" in table and "Accuracy is greedy" in table
+    curves = json.load(open(tmp_path / "curves.json"))
+    assert curves["grpo"]["accuracy"] == "greedy_acc" and curves["grpo"]["acc_mean"][-1] == pytest.approx(0.5 + 9 / 200)
+    with pytest.raises(SystemExit, match="^error: no finished grpo run"):  # the saved runs do not match 60 steps
+        compare.main(["--existing", "--seeds", "0", "--methods", "grpo", "--results", str(tmp_path / "none"),
+                      "--out", str(tmp_path)])
+
+
+def test_configs_resolve_from_scripts_and_inline_flags():
+    assert harness.resolve("cppo_paper") == "cppo_paper"
+    assert "dgg" in harness.scripts() and "grpo" in harness.scripts() and "conftest" not in harness.scripts()
+    assert harness.resolve("lr2=grpo.py:--learning_rate 2e-6") == "lr2"
+    assert harness.CONFIGS["lr2"] == ("grpo.py", ["--learning_rate", "2e-6"])
+    import compare
+
+    assert compare.family("lr2") == "GRPO" and compare.family("grpo_dgg_paper") == "DGG" and compare.family("grpo") is None
+    for bad in ("nope", "a/b=grpo.py:", "x=missing.py:--seed 1", "cppo=grpo.py:--seed 1"):
+        with pytest.raises(SystemExit, match="^error: "):
+            harness.resolve(bad)
+
+
+def test_figures_draw_every_config(tmp_path):
+    pytest.importorskip("matplotlib")
+    synthetic(tmp_path, range(3), missing_dgg=(0,))
+    run_compare(tmp_path, range(3))
+    from PIL import Image
+
+    for name in ("panels.png", "break_even.png"):
+        width = Image.open(tmp_path / name).size[0]
+        assert 780 <= width <= 860  # readable at 800 px: two panels of >= 400 px side by side
+    import compare
+
+    groups = {c: [harness.load(str(tmp_path / "runs" / c / f"seed{s}.jsonl")) for s in range(3)] for c in ("grpo", "cppo", "dgg")}
+    assert compare.plot_panels(groups, {}, str(tmp_path / "p.png")) == []  # nothing left undrawn
+
+
+def test_compare_trains_and_reports_end_to_end(tiny_path, tmp_path):
     import compare
 
     out = compare.main(["--methods", "grpo", "pods", "--seeds", "0", "1", "--steps", "3", "--eval_size", "8",
                         "--results", str(tmp_path / "runs"), "--out", str(tmp_path / "compare")])
     table = open(os.path.join(out, "table.md")).read()
-    assert "Target: 95% of grpo's peak" in table and "### Statistical power" in table
-    rows = [line for line in table.splitlines() if line.startswith("| pods | 2 |")]
-    assert len(rows) == 1 and rows[0].count("[") >= 2  # two seeds: intervals in the headline row
+    assert "**A quick trial, not the protocol**" in table and "### Statistical power" in table
     assert table.count("| grpo | seed") == 2 and table.count("| pods | seed") == 2  # per-seed results
     curves = json.load(open(os.path.join(out, "curves.json")))
     assert set(curves) == {"grpo", "pods"}
     assert curves["grpo"]["steps"] == [0, 3] and len(curves["pods"]["acc_mean"]) == 2
     assert curves["pods"]["rollouts"][-1] == 3 * 16 * 16  # n = 16 generated per prompt
-    pytest.importorskip("matplotlib")
-    assert os.path.getsize(os.path.join(out, "panels.png")) > 10_000
-    assert os.path.exists(os.path.join(out, "break_even.png")) or "break_even" not in table
+    copy = harness.load(os.path.join(out, "runs", "pods", "seed1.jsonl"))  # the compact copy, enough to redo it all
+    assert copy["config"]["seed"] == 1 and set(copy["records"][-1]) <= set(harness.KEEP)
+    assert os.path.isdir(tmp_path / "runs" / "grpo_steps3_eval8x4" / "seed0")  # a trial never mixes with protocol runs
+
+
+HAND_TABLE = """# A report
+
+## Against grpo (the defaults)
+
+| config | seeds | reached | updates to target | rollouts generated to target | tokens trained to target | CPU s to target | peak acc | AUC | speed-up in updates | speed-up in CPU time |
+|---|---|---|---|---|---|---|---|---|---|---|
+| grpo | 3 | 3/3 | 40 | 400 | 4000 | 40 | 0.9 | 0.8 | 1.00x | 1.00x |
+| fast | 3 | 2/3 | - | - | - | - | 0.9 | 0.8 | 2.00x [1.80-2.20]* | 1.10x [0.90-1.30] |
+
+| config | seed | updates | rollouts | tokens | CPU s | peak | AUC |
+|---|---|---|---|---|---|---|---|
+| grpo | seed0 | 40.0 | 400 | 4000 | 40.0 | 0.900 | 0.800 |
+| grpo | seed1 | 44.0 | 440 | 4400 | 44.0 | 0.900 | 0.800 |
+| grpo | seed2 | 36.0 | 360 | 3600 | 36.0 | 0.900 | 0.800 |
+| fast | seed0 | 20.0 | 200 | 2000 | 20.0 | 0.900 | 0.800 |
+| fast | seed1 | 22.0 | 220 | 2200 | 22.0 | 0.900 | 0.800 |
+| fast | seed2 | not reached | - | - | - | 0.800 | 0.700 |
+"""
+
+
+def test_reanalysis_keeps_the_censored_seed_and_pairs_the_seeds():
+    import reanalysis
+
+    sections = reanalysis.parse(HAND_TABLE)
+    assert sections["grpo"]["stars"] == {("fast", "updates")}
+    assert sections["grpo"]["configs"]["fast"][2] == (2, None)
+    curves = {"grpo": {"updates": [0, 60], "cpu_s": [0, 60]}, "fast": {"updates": [0, 60], "cpu_s": [0, 60]}}
+    rows = {r["axis"]: r for r in reanalysis.analyse(sections, curves)}
+    up = rows["updates"]
+    # log(40/20), log(44/22), log(36/60) = 0.693, 0.693, -0.511: of the 8 sign flips, |sum| >= 0.875 for 4
+    assert up["paired"] and up["p"] == pytest.approx(0.5) and up["reached"] == (3, 3, 2, 3)
+    assert up["adjusted"] == pytest.approx(1.0) and up["old_star"]  # Holm over the family of 2: 2 * 0.5
+    assert up["speedup"] == pytest.approx((40 * 44 * 36 / (20 * 22 * 60)) ** (1 / 3))
+    text = reanalysis.render(list(rows.values()), "table.md")
+    assert "**0 of the 1 claims the report marked resolved (*) survive**" in text
+
+
+def test_a_baseline_twin_made_beside_a_config_gives_its_paired_cpu_times(tmp_path):
+    synthetic(tmp_path, range(5))
+    for s in range(5):  # the queue's twin of grpo, run beside cppo: the same curve, the co-run's slower clock
+        write_run(tmp_path / "runs" / "grpo_beside_cppo" / f"seed{s}.jsonl", s, 20 + s, cpu_per_step=1.3)
+    table, _, _ = run_compare(tmp_path, range(5))
+    cpu = next(line for line in table.splitlines() if line.startswith("| cppo | CPU s |"))
+    assert "| 1.50x [" in cpu  # 1.5x fewer updates at the same CPU per update as the twin beside it (not 1.5 / 1.3)
+    assert "cppo ran seed for seed beside a twin of grpo" in table

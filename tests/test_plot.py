@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.helpers import ROOT
-from tools.plot import labels, load_run, moving_average, plot
+from tools.plot import labels, load_run, moving_average, plot, select
 
 
 def write_run(path, rewards, eval_steps):
@@ -69,3 +69,70 @@ def test_cli_draws_two_runs(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10000
+
+
+def test_output_path_names_what_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = write_run(tmp_path / "r", [0.1, 0.2], eval_steps=[1])
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    assert plot([run], str(folder)) == str(folder / "curves.png") and (folder / "curves.png").exists()
+    bare = tmp_path / "curves"
+    assert plot([run], str(bare)) == str(bare) + ".png" and os.path.exists(str(bare) + ".png")
+    with pytest.raises(SystemExit, match=r"^error: -o .*\.foo: matplotlib cannot write \.foo"):
+        plot([run], str(tmp_path / "x.foo"))
+    proc = subprocess.run([sys.executable, "-m", "tools.plot", run, "-o", str(folder)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(folder / "curves.png")  # the printed path exists
+
+
+def test_a_bare_number_line_is_skipped_with_a_note(tmp_path, capsys):
+    run = write_run(tmp_path / "r", [0.1, 0.2], eval_steps=[])
+    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
+        f.write("42\n[1, 2]\n" + json.dumps({"step": 2, "reward": 0.3}) + "\n")
+    c = load_run(run)
+    assert c["reward"][2] == [0.1, 0.2, 0.3]
+    assert "skipped 2 line(s) that are not step records" in capsys.readouterr().err
+
+
+def test_nothing_sampled_shows_greedy_accuracy_not_a_flat_zero(tmp_path):
+    run = write_run(tmp_path / "r", [0.1, 0.2, 0.3], eval_steps=[2])
+    path = os.path.join(run, "metrics.jsonl")
+    recs = [json.loads(line) for line in open(path)]
+    with open(path, "w") as f:  # an older run logged a sampled accuracy of 0.0 with nothing sampled
+        f.writelines(json.dumps({k: 0.0 if k.endswith("sampled_acc") else v for k, v in r.items()}) + "\n" for r in recs)
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"eval_num_samples": 0}, f)
+    c = load_run(run)
+    assert "sampled_acc" not in c and c["greedy_acc"][2] == [0.4, 0.6]
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    drawn = {}
+    real = plt.Axes.plot
+
+    def spy(ax, *a, **k):
+        drawn.setdefault(ax.get_title() or id(ax), []).append((k.get("label"), list(a[1])))
+        return real(ax, *a, **k)
+
+    plt.Axes.plot = spy
+    try:
+        plot([run], str(tmp_path / "o.png"))
+    finally:
+        plt.Axes.plot = real
+    labelled = [lab for lines in drawn.values() for lab, _ in lines]
+    assert "r (greedy: nothing sampled)" in labelled  # the sampled panel shows greedy, and says so
+    assert all(max(v) > 0 for lines in drawn.values() for _, v in lines)  # no flat zero drawn
+
+
+def test_metrics_patterns_pick_any_logged_metric(tmp_path):
+    run = write_run(tmp_path / "r", [0.1, 0.2], eval_steps=[1])
+    with open(os.path.join(run, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": 2, "dgg/gate_pass": 0.5, "dgg/kept": 3}) + "\n")
+    runs = [load_run(run)]
+    assert [k for k, _ in select(runs, ["dgg/*"])] == ["dgg/gate_pass", "dgg/kept"]
+    assert [k for k, _ in select(runs, ["reward", "sampled_acc"])] == ["reward", "sampled_acc"]
+    with pytest.raises(SystemExit, match="^error: no logged metric matches nope/\\*; logged: "):
+        select(runs, ["nope/*"])
+    pytest.importorskip("matplotlib")
+    assert os.path.exists(plot([run], str(tmp_path / "m.png"), metrics=["dgg/*"]))
