@@ -39,7 +39,7 @@ from common import runs
 from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
-DIFF_BUDGET = 112  # === D3S: changed code lines against grpo.py, checked by tests/test_diffs.py ===
+DIFF_BUDGET = 119  # === D3S: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -198,6 +198,17 @@ def trim_to_kept(keep: torch.Tensor):
     rows = keep.any(1).nonzero().flatten()
     cols = keep.any(0).nonzero().flatten()
     return rows, int(cols.max()) + 1 if cols.numel() else 1
+
+@torch.no_grad()
+def token_entropies(model, input_ids, attention_mask, advantages, num_completion_tokens: int, args) -> torch.Tensor:
+    """H_it of the current policy (detached) at each completion position of the rows with A != 0; 0 in the
+    others, which need no forward pass: A = 0 scores 0 whatever H is."""
+    L, live = num_completion_tokens, (advantages != 0).nonzero().flatten()
+    entropy = torch.zeros(input_ids.size(0), L, device=input_ids.device)
+    for mb in live.split(args.micro_batch_size) if live.numel() else ():
+        entropy[mb] = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature, args.bf16,
+                                      with_entropy=True)[1]
+    return entropy
 # === end D3S ===
 
 
@@ -263,11 +274,7 @@ def main(args: Args) -> dict:
         # === D3S: token level, the top token_ratio of the kept tokens by |A| x entropy, over the whole step
         positions = 1.0
         if token_ratio < 1:
-            entropy, live = torch.zeros(completion_mask.shape, device=device), (advantages != 0).nonzero().flatten()
-            with torch.no_grad():  # A = 0 scores 0 whatever H is: no forward pass for those rows
-                for mb in live.split(args.micro_batch_size) if live.numel() else ():
-                    entropy[mb] = per_token_logps(model, input_ids[mb], attention_mask[mb], L, args.temperature,
-                                                  args.bf16, with_entropy=True)[1]
+            entropy = token_entropies(model, input_ids, attention_mask, advantages, L, args)
             keep = token_keep_mask(advantages, entropy, completion_mask, token_ratio)
             score, dropped = advantages.abs().unsqueeze(1) * entropy, completion_mask.bool() & ~keep
             metrics.update({"d3s/score_kept": score[keep].mean().item(),

@@ -42,7 +42,7 @@ from common import runs
 from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
-DIFF_BUDGET = 147  # === DPPO: changed code lines against grpo.py, checked by tests/test_diffs.py ===
+DIFF_BUDGET = 150  # === DPPO: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -203,6 +203,12 @@ def pack_microbatches(lengths, max_tokens: int, window: int) -> list[list[int]]:
                 open_batches.append([[i], lengths[i]])
         batches += [sorted(b[0]) for b in open_batches]
     return batches
+
+def pack_density(batches, prompt_lengths, completion_lengths) -> float:
+    """Real tokens / padded tokens over micro-batches of row indices, each padded to its longest prompt plus
+    its longest completion (what the forward pass computes on)."""
+    padded = sum(len(ix) * (int(prompt_lengths[ix].max()) + int(completion_lengths[ix].max())) for ix in batches)
+    return float((prompt_lengths + completion_lengths).sum()) / max(padded, 1)
 # === end DPPO ===
 
 
@@ -291,10 +297,7 @@ def main(args: Args) -> dict:
         if args.pack_max_tokens:
             micro_batches = [torch.tensor(ix, device=device) for ix in
                              pack_microbatches(seq_lengths.tolist(), args.pack_max_tokens, args.pack_window)]
-
-        def density(batches):  # real tokens / (rows x (longest prompt + longest completion)) per micro-batch
-            padded = sum(len(ix) * (int(prompt_lengths[ix].max()) + int(completion_mask[ix].sum(1).max())) for ix in batches)
-            return float(seq_lengths.sum()) / max(padded, 1)
+        density = lambda batches: pack_density(batches, prompt_lengths, completion_mask.sum(1))  # noqa: E731
         metrics.update({"pack/density": density([mb.tolist() for mb in micro_batches]), "pack/density_unpacked": density(unpacked),
                         "pack/micro_batches": len(micro_batches), "pack/micro_batches_unpacked": len(unpacked)})
         # === end DPPO ===

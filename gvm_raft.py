@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 import torch
 
 from common import runs
+from common.batches import concat_completions  # === GVM ===
 from common.rollout import encode_prompts, generate, load_policy, per_token_logps
 from common.tasks import load_task, prompt_indices, score_completions
 
-DIFF_BUDGET = 200  # === GVM: changed code lines against grpo.py, checked by tests/test_diffs.py ===
+DIFF_BUDGET = 212  # === GVM: changed code lines against grpo.py, checked by tests/test_diffs.py ===
 
 
 @dataclass
@@ -223,6 +224,32 @@ def mini_batches(num_samples: int, steps: int, micro_batch_size: int, seed: int,
     """`steps` random mini-batches (one optimiser step each) of the step's samples, split into micro-batches."""
     perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed)).to(device)
     return [chunk.split(micro_batch_size) for chunk in perm.tensor_split(steps) if len(chunk)]
+
+def pilot_stage(model, tok, task, rows, prompt_ids, prompt_mask, sample, num_pilot: int, accept_threshold: float,
+                micro_batch_size: int):
+    """N' pilot samples per prompt -> (the pilot batch, p_i, G_i): each prompt's acceptance rate and the mean
+    gradient norm of its accepted samples (0 where none is accepted)."""
+    B, Np = prompt_ids.size(0), num_pilot
+    pilot = pilot_ids, pilot_mask, _ = sample(prompt_ids, prompt_mask, Np)
+    pilot_texts = tok.batch_decode(pilot_ids.masked_fill(pilot_mask == 0, tok.pad_token_id), skip_special_tokens=True)
+    accepted = score_completions(task, rows, pilot_texts, Np)[0] > accept_threshold
+    norms, pilot_prompts = torch.zeros(B * Np), prompt_ids.repeat_interleave(Np, 0)
+    pilot_attention = torch.cat([prompt_mask.repeat_interleave(Np, 0), pilot_mask], 1)
+    for c in accepted.nonzero().flatten().to(prompt_ids.device).split(micro_batch_size):  # G_i needs accepted ones only
+        ids = torch.cat([pilot_prompts[c], pilot_ids[c]], 1)
+        norms[c.cpu()] = embedding_grad_norms(model, ids, pilot_attention[c], pilot_mask[c]).cpu()
+    p = accepted.view(B, Np).double().mean(1)
+    return pilot, p, norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
+
+
+def per_prompt_order(reused, extra, num_pilot: int) -> list[int]:
+    """Rows of [pilot batch; new samples] grouped by prompt: prompt i's first reused[i] pilot samples, then
+    its extra[i] new ones, so that each prompt's n_i samples are adjacent, as grpo.py's groups are."""
+    take, nxt = [], len(reused) * num_pilot
+    for i in range(len(reused)):
+        take += list(range(i * num_pilot, i * num_pilot + int(reused[i]))) + list(range(nxt, nxt + int(extra[i])))
+        nxt += int(extra[i])
+    return take
 # === end GVM ===
 
 
@@ -252,16 +279,8 @@ def main(args: Args) -> dict:
             completion_ids, completion_mask, truncated = sample(prompt_ids, prompt_mask, G)
         else:
             t_pilot = time.time()
-            pilot_ids, pilot_mask, pilot_trunc = sample(prompt_ids, prompt_mask, Np)
-            pilot_texts = tok.batch_decode(pilot_ids.masked_fill(pilot_mask == 0, tok.pad_token_id), skip_special_tokens=True)
-            accepted = score_completions(task, rows, pilot_texts, Np)[0] > args.accept_threshold
-            norms, pilot_prompts = torch.zeros(B * Np), prompt_ids.repeat_interleave(Np, 0)
-            pilot_attention = torch.cat([prompt_mask.repeat_interleave(Np, 0), pilot_mask], 1)
-            for c in accepted.nonzero().flatten().to(device).split(args.micro_batch_size):  # G_i needs accepted ones only
-                ids = torch.cat([pilot_prompts[c], pilot_ids[c]], 1)
-                norms[c.cpu()] = embedding_grad_norms(model, ids, pilot_attention[c], pilot_mask[c]).cpu()
-            p = accepted.view(B, Np).double().mean(1)
-            grad_norm_i = norms.view(B, Np).sum(1) / accepted.view(B, Np).sum(1).clamp(min=1)
+            pilot, p, grad_norm_i = pilot_stage(model, tok, task, rows, prompt_ids, prompt_mask, sample, Np,
+                                                args.accept_threshold, args.micro_batch_size)
             counts = allocate_budget(grad_norm_i, p, B * G, args.alloc_alpha, args.alloc_beta, args.max_per_prompt,
                                      args.zero_allocation)
             metrics["gvm/time_pilot"] = time.time() - t_pilot  # pilot samples, scoring, G_i and the allocation
@@ -270,16 +289,9 @@ def main(args: Args) -> dict:
             reused = torch.full((B,), Np) if skip else counts.clamp(max=Np) if args.reuse_pilot else torch.zeros_like(counts)
             extra = (counts - reused).clamp(min=0)
             new = sample(prompt_ids.repeat_interleave(extra.to(device), 0), prompt_mask.repeat_interleave(extra.to(device), 0),
-                         1) if extra.sum() else (pilot_ids[:0], pilot_mask[:0], pilot_trunc[:0])
-            width = max(pilot_ids.size(1), new[0].size(1))
-            pad = lambda x, v: torch.nn.functional.pad(x, (0, width - x.size(1)), value=v)  # noqa: E731
-            pool_ids = torch.cat([pad(pilot_ids, tok.pad_token_id), pad(new[0], tok.pad_token_id)])
-            pool_mask, pool_trunc = torch.cat([pad(pilot_mask, 0), pad(new[1], 0)]), torch.cat([pilot_trunc, new[2]])
-            take, nxt = [], B * Np
-            for i in range(B):
-                take += list(range(i * Np, i * Np + int(reused[i]))) + list(range(nxt, nxt + int(extra[i])))
-                nxt += int(extra[i])
-            completion_ids, completion_mask, truncated = pool_ids[take], pool_mask[take], pool_trunc[take]
+                         1) if extra.sum() else None
+            pool = concat_completions([pilot, new], tok.pad_token_id)
+            completion_ids, completion_mask, truncated = (x[per_prompt_order(reused, extra, Np)] for x in pool)
             run.totals["rollouts/generated_total"] += B * Np - int(reused.sum())  # pilot samples outside the step's batch
             counts = reused + extra
             metrics.update({"gvm/accept_rate_mean": p.mean().item(), "gvm/skipped": int(skip),

@@ -43,8 +43,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import harness  # noqa: E402
+from tools import diffs  # noqa: E402
 
-SCRIPTS = ["grpo", "pods", "cppo", "dppo", "d3s", "gvm_raft", "dgg"]
+SCRIPTS = ["grpo"] + [s[:-3] for s in diffs.discover()]  # every method script, found by its marked regions
 
 
 def synthetic_score(task, rows, texts, num_generations):

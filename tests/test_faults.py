@@ -14,9 +14,10 @@ import tqdm
 
 import grpo
 from common import runs
+from tools import diffs
 from tests.helpers import ROOT, params, records
 
-SCRIPTS = ["grpo", "pods", "cppo", "dppo", "d3s", "gvm_raft", "dgg"]
+SCRIPTS = ["grpo"] + [s[:-3] for s in diffs.discover()]  # found by their marked regions, not listed
 # Small enough for a fault test: 4 prompts x 4 completions (PODS keeps 2 of 4), greedy evaluation only.
 TINY_RUN = dict(prompts_per_step=4, num_generations=4, eval_size=4, eval_num_samples=0, eval_every=0,
                 log_samples_every=1, learning_rate=1e-3)

@@ -87,7 +87,7 @@ def test_completion_mask_stops_after_first_eos():
 @pytest.mark.parametrize("overrides, message", [
     (dict(num_generations=1), "--num_generations must be >= 2"),
     (dict(prompts_per_step=0), "--prompts_per_step must be >= 1"),
-    (dict(temperature=0.0), "--temperature must be > 0"),
+    (dict(temperature=0.0), "--temperature must be >= 0.001"),
     (dict(loss_type="ppo"), "unknown --loss_type 'ppo'"),
     (dict(scale_rewards="max"), "unknown --scale_rewards"),
     (dict(task="chess"), "unknown --task 'chess'"),

@@ -19,6 +19,7 @@ from common.qwen_shape import (ADDED_TOKENS, DEFAULT_SYSTEM, NAME, build_model, 
                                shape_layers)
 from common.rollout import encode_prompts, eos_ids, generate, load_policy
 from tests.helpers import ROOT, records
+from tools import diffs
 
 RIG = f"{NAME}:1"
 IM_START, IM_END, ENDOFTEXT = 151644, 151645, 151643
@@ -200,8 +201,9 @@ def test_either_eos_id_ends_a_completion(rig):
 # ------------------------------------------------------------------ every script, end to end
 # Each script at a non-neutral setting, as small as the real shapes allow: 2 prompts x 4 completions of
 # at most 8 tokens, micro-batches of 8 (CPPO draws 4 prompts: two micro-batches).
-METHODS = {"grpo": {}, "pods": dict(num_keep=2), "cppo": dict(prune_rate=0.5), "dppo": {}, "d3s": {},
-           "gvm_raft": {}, "dgg": dict(num_iterations=2)}
+# Every script is found by tools/diffs (a new one is tested too); some need flags to fit these shapes.
+SMALL_FLAGS = {"pods": dict(num_keep=2), "cppo": dict(prune_rate=0.5), "dgg": dict(num_iterations=2)}
+METHODS = {name: SMALL_FLAGS.get(name, {}) for name in ["grpo"] + [s[:-3] for s in diffs.discover()]}
 
 
 @pytest.fixture
