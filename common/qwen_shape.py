@@ -22,7 +22,7 @@ checks the tokenizer against token ids published in transformers' Qwen2 tokenize
 Use it as `--model qwen2.5-0.5b-shape` (24 layers, 494M parameters, about 1 GB on disk) or
 `--model qwen2.5-0.5b-shape:N` (N layers; one layer is 151M parameters, 136M of them the embedding):
     python grpo.py --model qwen2.5-0.5b-shape:2 --task gsm8k --dataset_path data.jsonl --max_steps 2
-It is built on first use and cached next to the tiny model (`RLVR_CACHE`, default ~/.cache/rlvr-tiny),
+It is built on first use and cached with the tiny model's other seeds (`RLVR_CACHE`, default ~/.cache/rlvr-tiny),
 in a folder that appears only once complete: the build writes into a temporary folder, writes
 qwen_shape_recipe.json last, and renames the folder into place.
 """
@@ -36,7 +36,7 @@ import time
 
 import torch
 
-from common.tiny import default_cache_dir as tiny_cache_dir
+from common.tiny import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def shape_layers(name: str) -> int | None:
 
 
 def default_cache_dir(layers: int, seed: int = 0) -> str:
-    root = os.path.dirname(tiny_cache_dir())  # the RLVR_CACHE root the tiny model uses
-    return os.path.join(root, f"{NAME}-v{VERSION}-layers{layers}-seed{seed}")
+    return os.path.join(cache_root(), f"{NAME}-v{VERSION}-layers{layers}-seed{seed}")
 
 
 def ranks_path() -> str:

@@ -8,12 +8,13 @@ causal LM that `from_pretrained` can load by hub id or local path.
 import contextlib
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from common.qwen_shape import ensure_rig, shape_layers
 from common.sampler import sample
 from common.tasks import correctness_reward
-from common.tiny import ensure_tiny, is_cached_build, quiet_transformers
+from common.tiny import ensure_tiny, is_project_build, quiet_transformers
 
 
 def load_policy(name_or_path: str, device: torch.device, gradient_checkpointing: bool = False):
@@ -29,12 +30,18 @@ def load_policy(name_or_path: str, device: torch.device, gradient_checkpointing:
     tok.padding_side = "left"  # generation appends on the right, so prompts are padded on the left
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    # A model this project built and cached (tiny, the shape rig) loads in a second: no loading bar.
-    with quiet_transformers() if is_cached_build(name_or_path) else contextlib.nullcontext():
+    # A model this project built (the tiny model, the shape rig) loads in a second: no loading bar.
+    with quiet_transformers() if is_project_build(name_or_path) else contextlib.nullcontext():
         try:
             model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"error: cannot load the weights of --model {name_or_path}: {_first_line(e)}")
+        except SafetensorError as e:  # a truncated or overwritten .safetensors file
+            raise SystemExit(f"error: cannot load the weights of --model {name_or_path}: a .safetensors file is "
+                             f"damaged ({_first_line(e)})")
+        except (OSError, ValueError, RuntimeError) as e:
+            why = _first_line(e)
+            if "mismatched_sizes" in why or "size mismatch" in str(e):  # transformers logs the shapes above
+                why = "its config.json does not match the weights (transformers' load report lists the shapes)"
+            raise SystemExit(f"error: cannot load the weights of --model {name_or_path}: {why}")
     model = model.to(device)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -13,6 +13,7 @@ Tasks:
 import functools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -208,10 +209,22 @@ def _read_json_rows(path: str) -> list[dict]:
     return rows
 
 
-def _load_rows(dataset_path: str | None, hub_id: str, hub_config: str | None, split: str):
-    import datasets  # imported lazily: the synthetic task needs no datasets machinery
+def _read_parquet_rows(path: str) -> list[dict]:
+    """Every row of a parquet file, read by pyarrow (which datasets is built on)."""
+    import pyarrow
+    import pyarrow.parquet as pq
 
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as e:  # not parquet, truncated, unreadable
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        _fail(f"--dataset_path {path} is not a valid parquet file ({first})")
+
+
+def _load_rows(dataset_path: str | None, hub_id: str, hub_config: str | None, split: str):
     if dataset_path is None:
+        import datasets  # imported lazily: the synthetic task and local files need no datasets machinery
+
         try:
             return list(datasets.load_dataset(hub_id, hub_config, split=split))
         except Exception as e:  # offline, unknown id, ...: the hub's own messages run to pages
@@ -221,9 +234,9 @@ def _load_rows(dataset_path: str | None, hub_id: str, hub_config: str | None, sp
         _fail(f"--dataset_path must end in .json, .jsonl or .parquet, got {dataset_path!r}")
     if not os.path.isfile(dataset_path):
         _fail(f"--dataset_path {dataset_path}: no such file")
+    if ext == "parquet":
+        return _read_parquet_rows(dataset_path)
     try:
-        if ext == "parquet":
-            return list(datasets.load_dataset("parquet", data_files=dataset_path, split="train"))
         return _read_json_rows(dataset_path)
     except UnicodeDecodeError:
         _fail(f"--dataset_path {dataset_path} is not UTF-8 text")
@@ -233,29 +246,54 @@ def _load_rows(dataset_path: str | None, hub_id: str, hub_config: str | None, sp
         _fail(f"--dataset_path {dataset_path}: unreadable ({type(e).__name__}: {str(e)[:200]})")
 
 
+# The keyword arguments a reward function receives besides the data columns (TRL's names): a column
+# with one of these names would be passed twice, so it is left out of the rows (and said so).
+REWARD_ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                    "environments")
+
+
 def _to_rows(raw: list[dict], question_key: str, gold_fn: Callable, source: str) -> list[dict]:
-    """Build rows; a row without a usable gold answer is reported and skipped."""
+    """Build rows; a row without a usable gold answer is reported and skipped.
+
+    Every row gets every column of the file (None where a row lacks it, as datasets does), so the
+    reward functions always receive whole columns, whichever rows a step draws."""
+    columns = [k for k in dict.fromkeys(k for r in raw for k in r) if k not in REWARD_ARGUMENTS]
+    dropped = sorted({k for r in raw for k in r} & set(REWARD_ARGUMENTS))
+    if dropped:
+        log.warning("%s: column(s) %s left out: the reward functions receive their own arguments of that name",
+                    source, ", ".join(dropped))
     rows, skipped = [], 0
     for r in raw:
         gold = normalize_answer(gold_fn(r))
         if not r.get(question_key) or not gold:
             skipped += 1
             continue
-        rows.append({**r, "prompt": [{"role": "user", "content": f"{r[question_key]}\n{MATH_INSTRUCTION}"}],
+        rows.append({**{k: r.get(k) for k in columns},
+                     "prompt": [{"role": "user", "content": f"{r[question_key]}\n{MATH_INSTRUCTION}"}],
                      "answer": gold})
     if skipped:
         log.warning("%s: skipped %d of %d rows without a parsable answer", source, skipped, len(raw))
     return rows
 
 
+def _number(value) -> str | None:
+    """A gold answer written as a JSON number (42, 0.5) as text; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return str(value)
+
+
 def _gsm8k_gold(row):
     a = row.get("answer")
-    return a.split("####")[-1] if isinstance(a, str) and "####" in a else None
+    return a.split("####")[-1] if isinstance(a, str) and "####" in a else _number(a)
 
 
 def _math_gold(row):
-    if isinstance(row.get("answer"), str) and row["answer"].strip():
-        return row["answer"]
+    a = row.get("answer")
+    if isinstance(a, str) and a.strip():
+        return a
+    if _number(a) is not None:
+        return _number(a)
     sol = row.get("solution")
     return extract_boxed(sol) if isinstance(sol, str) else None
 
@@ -315,7 +353,8 @@ def score_completions(task: Task, rows: list[dict], completions: list[str], num_
     means); a reward function's None counts as 0."""
     import torch
 
-    columns = {k: [r[k] for r in rows for _ in range(num_generations)] for k in rows[0]}
+    keys = dict.fromkeys(k for r in rows for k in r)  # every column any row has, in order
+    columns = {k: [r.get(k) for r in rows for _ in range(num_generations)] for k in keys}
     prompts = columns.pop("prompt")
     total = torch.zeros(len(completions))
     means = {}

@@ -1,13 +1,18 @@
 """The offline tiny model: a ~1M-parameter Qwen2 with a character-level tokenizer, warm-started by a
-short SFT on the synthetic addition task, cached on disk and loaded back through `from_pretrained`
-exactly like a hub model.
+short SFT on the synthetic addition task, and loaded through `from_pretrained` exactly like a hub model.
 
 The SFT data forgets each carry with probability RECIPE['forget_prob'] (see common/tasks.py), so the warm
 start *samples* the right answer on easy problems and the wrong one on problems with many carries:
-RL then has a real behaviour to fix. Everything is deterministic from the seed; the cache is rebuilt
-when it is missing, was built by a different recipe (RECIPE below is part of its fingerprint) or is
-damaged (a missing, unreadable or truncated file). A build shows a progress bar, writes into a
-temporary folder and renames it into place, so a killed build never leaves a half-written cache.
+RL then has a real behaviour to fix.
+
+The seed-0 warm start ("--model tiny", the default) ships with the repository in common/tiny_model/,
+with the size and sha256 of every file, checked on every load: every clone trains from the same
+weights, at once. The build is deterministic on one machine, but its 1400 optimizer steps amplify
+floating-point differences between machines, so a rebuild elsewhere is a different warm start.
+Other seeds ("--model tiny:SEED") are built on first use into a cache (RLVR_CACHE, default
+~/.cache/rlvr-tiny) and rebuilt when missing, built by another recipe (RECIPE below is part of the
+fingerprint) or changed since. A build shows a progress bar, writes into a temporary folder and
+renames it into place, so a stopped build never leaves a half-written model behind.
 """
 
 import contextlib
@@ -16,9 +21,11 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
-import tempfile
+import threading
 import time
+import uuid
 
 import torch
 
@@ -36,10 +43,12 @@ RECIPE = dict(version=3, hidden_size=128, num_hidden_layers=4, num_attention_hea
 
 
 # Every file from_pretrained needs for the model and the tokenizer (tiny_recipe.json marks a build as
-# complete, tiny_files.json records each file's size and hash).
+# complete, tiny_files.json records each file's size and sha256).
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
          "chat_template.jinja")
 BUILD_SECONDS = 220  # a build on 2 idle CPU cores: 216 s measured on 2026-12-02 (1400 steps); shown before the progress bar starts
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_model")  # the default warm start
+SHIPPED_SEED = 0
 
 
 def cache_root() -> str:
@@ -51,8 +60,11 @@ def default_cache_dir(seed: int = 0) -> str:
     return os.path.join(cache_root(), f"tiny-add-v{RECIPE['version']}-seed{seed}")
 
 
-def is_cached_build(path: str) -> bool:
-    """True for a folder inside cache_root(): a model this project built, whose loading bars are noise."""
+def is_project_build(path: str) -> bool:
+    """True for the shipped tiny model and for folders inside cache_root(): models this project built,
+    which load in a moment, so their loading bars are noise."""
+    if os.path.realpath(path) == os.path.realpath(SHIPPED):
+        return True
     try:
         return os.path.commonpath([os.path.realpath(path), os.path.realpath(cache_root())]) == \
             os.path.realpath(cache_root())
@@ -166,45 +178,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+def build_problem(path: str, seed: int = 0) -> str | None:
+    """None when `path` holds a complete, unchanged build of this recipe and seed; otherwise what is wrong.
 
-
-def safetensors_problem(path: str) -> str | None:
-    """What is wrong with a .safetensors file, read from its header alone, or None.
-
-    The format is an 8-byte little-endian header length, a JSON header giving each tensor's dtype,
-    shape and byte range, then the data: a truncated or padded file does not end where the header says."""
-    name, size = os.path.basename(path), os.path.getsize(path)
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n > size - 8:
-                return f"{name} is truncated ({size} bytes)"
-            header = json.loads(f.read(n))
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-        end = 0
-        for v in tensors.values():
-            start, stop = v["data_offsets"]
-            numel = 1
-            for d in v["shape"]:
-                numel *= d
-            if v["dtype"] in DTYPE_BYTES and stop - start != numel * DTYPE_BYTES[v["dtype"]]:
-                return f"{name} has a corrupt header"
-            end = max(end, stop)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"{name} has a corrupt header"
-    if 8 + n + end != size:
-        return f"{name} is truncated ({size} of {8 + n + end} bytes)" if size < 8 + n + end else \
-            f"{name} has {size - 8 - n - end} unexpected trailing bytes"
-    return None
-
-
-def cache_problem(path: str, seed: int = 0) -> str | None:
-    """None when `path` holds a complete, intact build of this recipe and seed; otherwise what is wrong.
-
-    Checks every file the model and the tokenizer need: present and non-empty, the JSON files parse,
-    model.safetensors is as long as its header says and its embedding matches config.json and
-    tokenizer.json; for builds that wrote tiny_files.json, every file's size and sha256 too."""
+    Every build records each file's size and sha256 in tiny_files.json, then writes tiny_recipe.json
+    last. Matching sizes and hashes mean the files are byte for byte the ones the build wrote: a
+    missing, truncated or edited file, a torn download or a git-lfs pointer all fail here."""
     try:
         with open(os.path.join(path, "tiny_recipe.json")) as f:
             recipe = json.load(f)
@@ -214,75 +193,93 @@ def cache_problem(path: str, seed: int = 0) -> str | None:
         return "tiny_recipe.json is unreadable"
     if recipe != {**RECIPE, "seed": seed}:
         return "built by another recipe"
-    for name in FILES:
-        file = os.path.join(path, name)
-        if not os.path.isfile(file):
-            return f"{name} is missing"
-        if os.path.getsize(file) == 0:
-            return f"{name} is empty"
-    parsed = {}
-    for name in FILES:
-        if name.endswith(".json"):
-            try:
-                with open(os.path.join(path, name), encoding="utf-8") as f:
-                    parsed[name] = json.load(f)
-            except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
-                return f"{name} is not valid JSON"
-    problem = safetensors_problem(os.path.join(path, "model.safetensors"))
-    if problem:
-        return problem
-    try:
-        vocab, hidden = parsed["config.json"]["vocab_size"], parsed["config.json"]["hidden_size"]
-        tokens = len(parsed["tokenizer.json"]["model"]["vocab"])
-        with open(os.path.join(path, "model.safetensors"), "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        embedding = header["model.embed_tokens.weight"]["shape"]
-    except (KeyError, TypeError, ValueError):
-        return "config.json, tokenizer.json or model.safetensors lacks an expected entry"
-    if not vocab == tokens == embedding[0] or embedding[1] != hidden:
-        return f"the vocabulary sizes disagree (config {vocab}, tokenizer {tokens}, embedding {embedding})"
     try:
         with open(os.path.join(path, "tiny_files.json")) as f:
-            manifest = json.load(f)
+            manifest = {name: (int(want["bytes"]), str(want["sha256"])) for name, want in json.load(f).items()}
     except FileNotFoundError:
-        return None  # built before the manifest existed: the checks above are all there is
-    except (OSError, ValueError):
-        return "tiny_files.json is not valid JSON"
-    for name, want in manifest.items():
+        return "tiny_files.json is missing"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return "tiny_files.json is unreadable"
+    for name in FILES:
         file = os.path.join(path, name)
-        if not os.path.isfile(file) or os.path.getsize(file) != want["bytes"] or _sha256(file) != want["sha256"]:
-            return f"{name} changed after the build"
+        if name not in manifest:
+            return f"tiny_files.json does not list {name}"
+        if not os.path.isfile(file):
+            return f"{name} is missing"
+        size, (want_size, want_hash) = os.path.getsize(file), manifest[name]
+        if size != want_size:
+            return f"{name} has {size} bytes, not the {want_size} the build wrote"
+        if _sha256(file) != want_hash:
+            return f"{name} changed after the build (its sha256 differs)"
     return None
 
 
+def shipped_tiny() -> str:
+    """The seed-0 tiny model committed to the repository, after checking every file's sha256.
+
+    A failed check stops the run: building a replacement would give a different warm start (the
+    build's floating-point arithmetic depends on the machine), so results would silently change."""
+    problem = build_problem(SHIPPED, SHIPPED_SEED)
+    if problem is not None:
+        raise SystemExit(f"error: the tiny model shipped in {SHIPPED} is damaged: {problem}; restore it from "
+                         f"the repository (git checkout -- common/tiny_model, or git lfs pull if your clone "
+                         f"stores it with Git LFS)")
+    return SHIPPED
+
+
+@contextlib.contextmanager
+def _removed_on_sigterm(folder: str):
+    """Inside the block, SIGTERM (`kill`, a job scheduler) first removes `folder`, then ends the process
+    as it would have ended anyway. Ctrl-C needs no handler: its KeyboardInterrupt runs `finally` clauses."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        shutil.rmtree(folder, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def ensure_tiny(path: str | None = None, seed: int = 0) -> str:
-    """Path to the cached tiny model, building it first if it is missing, outdated or damaged.
+    """Path to the tiny model of `seed`: the shipped one for seed 0, otherwise a cached build, built
+    first if it is missing, outdated or damaged.
 
     The build goes to a temporary folder beside `path`, created before any training starts, so an
     unwritable cache fails at once with one error line; the folder is renamed into place when
-    complete."""
+    complete, and removed if the build fails or is stopped (Ctrl-C, SIGTERM)."""
+    if path is None and seed == SHIPPED_SEED:
+        return shipped_tiny()
     path = os.path.abspath(path or default_cache_dir(seed))
-    problem = cache_problem(path, seed)
+    problem = build_problem(path, seed)
     if problem is None:
         return path
     parent = os.path.dirname(path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".building-", dir=parent)
-    except OSError as e:
-        raise SystemExit(f"error: cannot build the tiny model: the cache folder {parent} is not writable "
-                         f"({e.strerror or e}); set RLVR_CACHE to a writable folder") from None
-    why = "is not built yet" if problem == "not built yet" else f"must be rebuilt ({problem})"
-    print(f"The offline tiny model {why}: building it in {path}\n(first run only; about {BUILD_SECONDS / 60:.1f} "
-          f"minutes on 2 CPU cores, less on more)", file=sys.stderr, flush=True)
-    t0 = time.time()
-    try:
-        build_tiny(tmp, seed)
-        _install(tmp, path, seed)
-    except OSError as e:  # e.g. the disk filled up while saving
-        raise SystemExit(f"error: cannot write the tiny model to {parent}: {e.strerror or e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = f"{path}.building-{uuid.uuid4().hex[:8]}"  # named before it exists, so a SIGTERM can never strand it
+    with _removed_on_sigterm(tmp):
+        try:
+            os.makedirs(parent, exist_ok=True)
+            os.mkdir(tmp)
+        except OSError as e:
+            raise SystemExit(f"error: cannot build the tiny model: the cache folder {parent} is not writable "
+                             f"({e.strerror or e}); set RLVR_CACHE to a writable folder") from None
+        why = "is not built yet" if problem == "not built yet" else f"must be rebuilt ({problem})"
+        print(f"The offline tiny model for seed {seed} {why}: building it in {path}\n(first use only; about "
+              f"{BUILD_SECONDS / 60:.1f} minutes on 2 CPU cores, less on more)", file=sys.stderr, flush=True)
+        t0 = time.time()
+        try:
+            build_tiny(tmp, seed)
+            _install(tmp, path, seed)
+        except OSError as e:  # e.g. the disk filled up while saving
+            raise SystemExit(f"error: cannot write the tiny model to {parent}: {e.strerror or e}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"tiny model ready in {time.time() - t0:.0f}s: {path}", file=sys.stderr, flush=True)
     return path
 
@@ -296,5 +293,5 @@ def _install(tmp: str, path: str, seed: int) -> None:
     try:
         os.replace(tmp, path)
     except OSError:  # another process installed the same build a moment earlier: keep its copy
-        if cache_problem(path, seed) is not None:
+        if build_problem(path, seed) is not None:
             raise

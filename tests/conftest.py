@@ -8,7 +8,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_path():
-    """The cached warm-started tiny model (built once, on first use, about two minutes)."""
+    """The shipped warm-started tiny model (common/tiny_model, checked by sha256: nothing is built)."""
     from common.tiny import ensure_tiny
 
     return ensure_tiny()

@@ -168,3 +168,63 @@ def test_answers_with_inner_spaces_are_not_numbers_and_odd_completions_score_zer
     assert normalize_answer(extract_answer("#### 1 2")) is None
     assert correctness_reward(["#### 1 2"], ["12"]) == [0.0]
     assert correctness_reward([None, 5, [], [{"content": None}], "#### 3"], ["3"] * 5) == [0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_a_column_only_some_rows_have_reaches_the_rewards_as_none(tmp_path):
+    # The first row lacks "level": a step that draws a row with it and one without must still score.
+    rows = [{"question": "q0", "answer": "#### 0"}]
+    rows += [{"question": f"q{i}", "answer": f"#### {i}", "level": f"L{i}"} for i in range(1, 6)]
+    task = load_task("gsm8k", dataset_path=_write(tmp_path / "d.jsonl", rows), eval_size=1)
+    assert task.train[0]["level"] is None and task.train[1]["level"] == "L1"
+    seen = {}
+
+    def spy(completions, level, **kwargs):
+        seen["level"] = level
+        return [0.0] * len(completions)
+
+    task.reward_funcs, task.reward_weights = [spy], [1.0]
+    score_completions(task, [task.train[1], task.train[0]], ["x", "y"], num_generations=1)
+    assert seen["level"] == ["L1", None]
+    # rows built elsewhere (a method's own) may still disagree on their columns: no KeyError either
+    score_completions(task, [{"prompt": "p", "answer": "1", "level": "L"}, {"prompt": "p", "answer": "1"}],
+                      ["x", "y"], num_generations=1)
+    assert seen["level"] == ["L", None]
+
+
+@pytest.mark.parametrize("column", ["completions", "prompts", "completion_ids"])
+def test_a_column_named_like_a_reward_argument_is_left_out(tmp_path, caplog, column):
+    rows = [{"question": f"q{i}", "answer": f"#### {i}", column: "data", "level": 1} for i in range(4)]
+    with caplog.at_level("WARNING"):
+        task = load_task("gsm8k", dataset_path=_write(tmp_path / "d.jsonl", rows), eval_size=1)
+    assert column not in task.train[0] and task.train[0]["level"] == 1
+    assert f"column(s) {column} left out" in caplog.text
+    rewards, _ = score_completions(task, task.train[:2], ["#### 0", "#### 5"], num_generations=1)
+    assert rewards.tolist() == [1.0, 0.0]
+
+
+def test_numeric_answers_are_gold_answers(tmp_path):
+    rows = [{"problem": "p0", "answer": 42}, {"problem": "p1", "answer": 0.5}, {"problem": "p2", "answer": -3},
+            {"problem": "p3", "answer": True}, {"problem": "p4", "answer": "\\frac{1}{2}"}]
+    task = load_task("math", dataset_path=_write(tmp_path / "m.jsonl", rows), eval_size=1)
+    assert [r["answer"] for r in task.train + task.test] == ["42", "0.5", "-3", "\\frac{1}{2}"]  # a bool is no number
+    rows = [{"question": f"q{i}", "answer": i} for i in range(4)]
+    task = load_task("gsm8k", dataset_path=_write(tmp_path / "g.jsonl", rows), eval_size=1)
+    assert [r["answer"] for r in task.train + task.test] == ["0", "1", "2", "3"]
+
+
+def test_parquet_files_load_and_a_file_that_is_not_parquet_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    task = load_task("gsm8k", dataset_path=str(tmp_path / "d.parquet"), eval_size=1)
+    assert [r["answer"] for r in task.train] == ["0", "1", "2"]
+    for name, data in (("json.parquet", b'{"question": "q", "answer": "#### 1"}\n'), ("tiny.parquet", b"PAR"),
+                       ("cut.parquet", (tmp_path / "d.parquet").read_bytes()[:-20])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SystemExit) as e:
+            load_task("gsm8k", dataset_path=str(tmp_path / name))
+        message = str(e.value)
+        assert message.startswith(f"error: --dataset_path {tmp_path / name} is not a valid parquet file (")
+        assert "\n" not in message and "JSON" not in message, message
