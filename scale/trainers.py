@@ -70,6 +70,8 @@ class PODSConfig(GRPOConfig):
     """PODS: generate n = `num_generations` (pods.py's 16) per prompt, train on m = `num_keep` (8)."""
 
     num_generations: int | None = field(default=pods.Args.num_generations, metadata={"help": "n: completions generated per prompt"})
+    # GRPOConfig's default of 8 rows per device would not hold one group of n = 16
+    per_device_train_batch_size: int = field(default=pods.Args.num_generations, metadata={"help": "rows generated per micro-step"})
     num_keep: int = field(default=pods.Args.num_keep, metadata={"help": "m: completions per prompt kept for the update"})
     rule: str = field(default=pods.Args.rule, metadata={"help": "max_variance, max_reward or random"})
 
