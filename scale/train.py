@@ -154,7 +154,7 @@ def parse(argv: list[str] | None):
 
 
 def check(launch: LaunchArgs, config, model_args, given: set) -> None:
-    """The scripts' checks for the flags they share, then the launcher's own; before any model loads."""
+    """The launcher's own checks, then the script's for the flags they share; before any model loads."""
     script = SCRIPTS[launch.method]
     if launch.model and "model_name_or_path" in given:
         fail("give --model or --model_name_or_path, not both")
@@ -166,14 +166,6 @@ def check(launch: LaunchArgs, config, model_args, given: set) -> None:
             setattr(launch, name, getattr(defaults, name))
     if launch.allocation is None:
         launch.allocation = getattr(defaults, "allocation", False)
-    # The flags the script shares with the launcher get its checks and messages (the method's own fields and
-    # TRL's wider choices, such as more loss types, are checked by the configs).
-    shared = {name: getattr(config, name) for name in ("seed", "max_steps", "num_generations", "max_completion_length",
-                                                       "temperature", "learning_rate", "beta", "epsilon", "epsilon_high",
-                                                       "num_iterations", "max_grad_norm")}
-    shared.update({name: getattr(launch, name) for name in ("prompts_per_step", "micro_batch_size", "max_prompt_length",
-                                                            "eval_every", "eval_size", "eval_num_samples", "save_every")})
-    script.validate(dataclasses.replace(defaults, model=model_args.model_name_or_path, **shared))
     if launch.task not in ("add", "gsm8k", "math"):
         fail(f"unknown --task {launch.task!r} (add, gsm8k, math)")
     if launch.dataset_name and launch.dataset_path:
@@ -184,6 +176,17 @@ def check(launch: LaunchArgs, config, model_args, given: set) -> None:
         fail("--reward_funcs goes with --dataset_name; a --task brings its own reward functions")
     if launch.resume and launch.overwrite:
         fail("--resume and --overwrite exclude each other")
+    name = config.run_name
+    if name is not None and (not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name):
+        fail(f"--run_name {name!r} must be a plain folder name (no '/', not '..'): runs live in --output_dir")
+    # The flags the script shares with the launcher get its checks and messages (the method's own fields and
+    # TRL's wider choices, such as more loss types, are checked by the configs).
+    shared = {name: getattr(config, name) for name in ("seed", "max_steps", "num_generations", "max_completion_length",
+                                                       "temperature", "learning_rate", "beta", "epsilon", "epsilon_high",
+                                                       "num_iterations", "max_grad_norm")}
+    shared.update({name: getattr(launch, name) for name in ("prompts_per_step", "micro_batch_size", "max_prompt_length",
+                                                            "eval_every", "eval_size", "eval_num_samples", "save_every")})
+    script.validate(dataclasses.replace(defaults, model=model_args.model_name_or_path, **shared))
 
 
 def load_reward_funcs(names: list[str]) -> list:
