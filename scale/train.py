@@ -94,7 +94,10 @@ def script_defaults(method: str) -> dict:
               "epsilon", "epsilon_high", "num_iterations", "loss_type", "scale_rewards", "max_grad_norm", "output_dir",
               "bf16", "gradient_checkpointing", "report_to")
     out = {k: getattr(args, k) for k in shared}
-    out.update(lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, top_p=1.0, top_k=0, logging_steps=1,
+    import torch
+
+    out.update(use_cpu=not torch.cuda.is_available(),  # TrainingArguments would otherwise look for a GPU backend
+               lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, top_p=1.0, top_k=0, logging_steps=1,
                use_bias_correction_kl=False,  # TRL's default multiplies the KL term by the ratio; the scripts do not
                dataloader_num_workers=0, log_completions=False)
     for name in ("num_keep", "rule", "prune_rate", "scope", "schedule", "sample_ratio_start", "sample_ratio_end",
@@ -369,10 +372,13 @@ def make_callbacks(launch: LaunchArgs, config, run_dir: str, task, tok):
 
 
 def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
-    launch, config, model_args, flags, given, geometry = parse(argv)
-    check(launch, config, model_args, given)
     import torch
     from accelerate import PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the process group first (gloo without a GPU), then TRL's config
+        PartialState(cpu=not torch.cuda.is_available())
+    launch, config, model_args, flags, given, geometry = parse(argv)
+    check(launch, config, model_args, given)
 
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in os.environ \
             and "WORLD_SIZE" not in os.environ:

@@ -267,7 +267,8 @@ def test_kl_mu2_decoupled_generation_and_vllm_stand_in(tiny_path, tmp_path):
     def vllm_stand_in(prompt_ids, images, multimodal_fields, num_generations):
         vocab = trainer.model.config.vocab_size
         ids = [torch.randint(3, vocab, (1 + k % 6,), generator=generator).tolist() for k in range(len(prompt_ids))]
-        return ids, [[-1.0 - 0.1 * j for j in range(len(c))] for c in ids]
+        # vLLM's own log-probs: far below the policy's on odd rows (ratio > clip_max: masked), above on even rows
+        return ids, [[-30.0 if k % 2 else -0.5] * len(c) for k, c in enumerate(ids)]
 
     trainer._generate_single_turn = vllm_stand_in
     outputs = []
@@ -289,12 +290,15 @@ def test_kl_mu2_decoupled_generation_and_vllm_stand_in(tiny_path, tmp_path):
     for out in outputs:
         rows = out["completion_ids"].size(0)
         assert rows == 16  # 32 generated, 4 of 8 kept per prompt
-        for key in ("old_per_token_logps", "ref_per_token_logps", "sampling_per_token_logps", "importance_sampling_ratio"):
+        for key in ("old_per_token_logps", "ref_per_token_logps", "sampling_per_token_logps"):
             assert out[key].shape == out["completion_mask"].shape, key
-        mask = out["completion_mask"].bool()
-        expected = torch.exp((out["old_per_token_logps"] - out["sampling_per_token_logps"]) * mask)
-        assert torch.allclose(out["importance_sampling_ratio"],
-                              expected.clamp(max=trainer.vllm_importance_sampling_clip_max), atol=1e-6)
+        # TRL's default correction: one ratio per sequence, set to 0 outside [clip_min, clip_max] (3)
+        assert trainer.vllm_importance_sampling_mode == "sequence_mask"
+        diff = ((out["old_per_token_logps"] - out["sampling_per_token_logps"]) * out["completion_mask"]).sum(1, keepdim=True)
+        ratio = torch.exp(diff)
+        expected = ratio.masked_fill(ratio > trainer.vllm_importance_sampling_clip_max, 0.0)
+        assert torch.allclose(out["importance_sampling_ratio"], expected, rtol=1e-5)
+        assert bool((expected == 0).any()) and bool((expected > 0).any())  # both branches exercised
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
 
