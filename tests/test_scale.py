@@ -25,7 +25,7 @@ from scale import trainers as T  # noqa: E402
 
 # A small step: 4 prompts x 8 completions; seed 1 at temperature 1.5 gives mixed groups.
 SMALL = ["--seed", "1", "--temperature", "1.5", "--max_steps", "2", "--prompts_per_step", "4", "--num_generations", "8",
-         "--micro_batch_size", "16", "--max_completion_length", "32", "--eval_every", "0", "--eval_size", "4",
+         "--micro_batch_size", "16", "--max_completion_length", "24", "--eval_every", "0", "--eval_size", "4",
          "--eval_num_samples", "0", "--save_every", "0", "--learning_rate", "1e-3"]
 METHOD_ARGS = {"pods": ["--num_keep", "4"], "cppo": ["--prune_rate", "0.5", "--allocation", "false"],
                "d3s": ["--sample_ratio_start", "0.5", "--token_ratio_start", "0.5"],
@@ -113,8 +113,8 @@ def test_run_folder_rules(tiny_path, tmp_path, monkeypatch):
     assert len(records(run)) == 1
 
 
-def test_custom_dataset_lora_and_dgg(tiny_path, tmp_path):
-    """--dataset_name with --reward_funcs, LoRA (PEFT on a CPU) for two steps, then DGG for two passes."""
+def test_custom_dataset_and_lora(tiny_path, tmp_path):
+    """--dataset_name with --reward_funcs, and LoRA (PEFT on a CPU) for two steps."""
     pytest.importorskip("peft")
     from common.tasks import load_task
 
@@ -130,9 +130,6 @@ def test_custom_dataset_lora_and_dgg(tiny_path, tmp_path):
     assert lora and any(p.abs().sum() > 0 for p in lora.values())  # the adapters trained (lora_B starts at 0)
     assert all(not p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" not in n)
     assert len(records(out["run_dir"])) == 2 and os.path.exists(os.path.join(out["run_dir"], "final", "adapter_config.json"))
-    out = train.main(["--method", "dgg", *SMALL, *METHOD_ARGS["dgg"], "--output_dir", str(tmp_path), "--run_name", "dgg"])
-    logged = records(out["run_dir"])
-    assert [r["dgg/pass"] for r in logged] == [1, 2] and all(r["dgg/lm_head_grad_norm"] > 0 for r in logged)
 
 
 def test_dgg_gate_skips_the_update_and_the_remaining_passes(tiny_path, tmp_path, monkeypatch):
@@ -151,9 +148,12 @@ def test_dgg_gate_skips_the_update_and_the_remaining_passes(tiny_path, tmp_path,
         def on_step_end(self, args, state, control, model=None, **kw):
             weights.append(model.lm_head.weight.detach().clone())
 
-    train.main(["--method", "dgg", *SMALL, "--num_iterations", "3", "--max_steps", "3", "--output_dir", str(tmp_path),
-                "--run_name", "gate"], callbacks=[Watch()])
+    out = train.main(["--method", "dgg", *SMALL, "--num_iterations", "3", "--max_steps", "3", "--output_dir", str(tmp_path),
+                      "--run_name", "gate"], callbacks=[Watch()])
     assert fired == [1, 2, 1]  # pass 3 of the first batch never ran
+    logged = records(out["run_dir"])
+    assert [r["dgg/pass"] for r in logged] == [1, 2, 1] and [r["dgg/fired"] for r in logged] == [0, 1, 0]
+    assert logged[-1]["dgg/fired_total"] == 1 and logged[0]["dgg/lm_head_grad_norm"] > 0
     assert generated == [0, 2]  # a new batch at the third step
     assert torch.equal(weights[0], weights[1])  # the dropped pass changed nothing
 
@@ -183,14 +183,15 @@ def test_trl_loss_and_gradient_equal_grpo_py(tiny_path, tmp_path):
     gen = torch.Generator().manual_seed(1)
     old, ref = base + 0.3 * torch.randn(N, L, generator=gen), base + 0.3 * torch.randn(N, L, generator=gen)
     beta = 0.04
-    for loss_type in ("dapo", "grpo", "dr_grpo"):
-        cfg = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=G, bf16=False,
-                         use_bias_correction_kl=False, max_completion_length=L_max, loss_type=loss_type, beta=beta,
-                         epsilon=0.2, use_cpu=True, report_to="none", save_strategy="no")
-        trainer = T.GRPOTrainer(model=model, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
-                                train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]))
-        trainer.current_gradient_accumulation_steps = 1
-        model = trainer.model.train()
+    cfg = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=G, bf16=False,
+                     use_bias_correction_kl=False, max_completion_length=L_max, beta=beta, epsilon=0.2, use_cpu=True,
+                     report_to="none", save_strategy="no")
+    trainer = T.GRPOTrainer(model=model, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
+                            train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]))
+    trainer.current_gradient_accumulation_steps = 1
+    model = trainer.model.train()
+    for loss_type in ("dapo", "grpo", "dr_grpo"):  # the normalisers, see grpo.aggregate_loss
+        trainer.loss_type = loss_type
         model.zero_grad()
         inputs = {"prompt_ids": prompt_ids[owner], "prompt_mask": prompt_mask[owner], "completion_ids": completion_ids,
                   "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": completion_mask.sum(),
