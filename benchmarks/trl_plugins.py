@@ -46,7 +46,8 @@ def trl_run(name, seed, flags, processes=1, steps=harness.STEPS, results=RESULTS
     launch = [sys.executable, "scale/train.py"] if processes == 1 else [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "scale/train.py"]
-    cmd = [*launch, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", out, "--run_name", f"seed{seed}", *flags]
+    cmd = [*launch, "--seed", str(seed), "--max_steps", str(steps), "--output_dir", out, "--run_name", f"seed{seed}",
+           "--overwrite", *flags]  # an unfinished earlier attempt is replaced
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     os.makedirs(out, exist_ok=True)
     print(f"start {name} seed {seed}: {' '.join(cmd)}", flush=True)
@@ -98,6 +99,9 @@ STEP_CONFIGS = {
     "cppo": ["--method", "cppo"],
     "grpo_g16": ["--method", "grpo", "--num_generations", "16"],
     "pods_m16": ["--method", "pods", "--num_keep", "16"],
+    # with a reference model: the plug-in's reference pass runs on the 128 kept rows, plain GRPO's on all it trains
+    "grpo_g16_kl": ["--method", "grpo", "--num_generations", "16", "--beta", "0.04"],
+    "pods_kl": ["--method", "pods", "--beta", "0.04"],
 }
 
 
@@ -109,7 +113,8 @@ def step_time(steps, warmup, results=RESULTS):
     for name, flags in STEP_CONFIGS.items():
         out = os.path.join(results, "trl_step_time")
         cmd = [sys.executable, "scale/train.py", *flags, "--max_steps", str(steps), "--eval_every", "0",
-               "--eval_size", "1", "--eval_num_samples", "0", "--save_every", "0", "--output_dir", out, "--run_name", name]
+               "--eval_size", "1", "--eval_num_samples", "0", "--save_every", "0", "--output_dir", out, "--run_name", name,
+               "--overwrite"]
         subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, TQDM_DISABLE="1"),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with open(os.path.join(out, name, "config.json")) as f:
@@ -117,12 +122,13 @@ def step_time(steps, warmup, results=RESULTS):
         times = [r["step_time"] for r in harness.records(os.path.join(out, name))][warmup:]
         medians[name] = statistics.median(times)
         rows.append(f"| {name} | {medians[name]:.3f} | {min(times):.3f} - {max(times):.3f} | "
-                    f"{g['rows_generated_per_process']} / {g['rows_trained_per_process']} |")
+                    f"{g['rows_generated_per_process']} / {g['rows_trained']} |")
     return "\n".join([f"TRL 1.16.0 GRPOTrainer and the plug-ins, one process, {torch.get_num_threads()} threads, "
                       f"{steps - warmup} steps after {warmup} of warm-up. {harness.machine()}.", "", *rows, "",
                       f"pods / grpo = {medians['pods'] / medians['grpo']:.2f}x, cppo / grpo = "
                       f"{medians['cppo'] / medians['grpo']:.2f}x, pods_m16 / grpo_g16 = "
-                      f"{medians['pods_m16'] / medians['grpo_g16']:.2f}x (the plug-in's overhead)."])
+                      f"{medians['pods_m16'] / medians['grpo_g16']:.2f}x (the plug-in's overhead), pods_kl / grpo_g16_kl = "
+                      f"{medians['pods_kl'] / medians['grpo_g16_kl']:.2f}x (generating 256, training 128, beta 0.04)."])
 
 
 def main():

@@ -1,288 +1,587 @@
-"""The methods as TRL `GRPOTrainer` plug-ins: one subclass per method, importing the scripts' pure functions.
+"""The methods as TRL `GRPOTrainer` plug-ins: a config and a trainer per method, on the scripts' own functions.
 
-Pinned to TRL 1.16.0 (requirements-scale.txt). Each class overrides two extension points of that
-version and nothing else:
-  - `_calculate_rewards`: call super and keep the gathered rewards of the step (TRL does not return
-    them), so a method can select on rewards, not only on advantages;
-  - `_generate_and_score_completions`: call super, then select rows of (or mask) the returned dict
-    (prompt/completion ids and masks, advantages, old/ref/sampling log-probs, vLLM ratios) and
-    recount `num_items_in_batch`, the token count TRL's "dapo" loss divides by.
-The loss itself stays TRL's `_compute_loss` (tests/test_scale.py checks it equals grpo.py's).
+Written against TRL 1.16.0 (requirements-scale.txt pins it and CI tests it). Each method is TRL's way of
+hosting a GRPO variant: `<Name>Config(GRPOConfig)` carries the method's fields with the script's
+defaults, `<Name>Trainer(GRPOTrainer)` reads them. The selection rules are the scripts' pure functions
+(`pods.select_max_variance`, `cppo.prune_completions`, `d3s.select_rollouts`, `d3s.token_keep_mask`,
+`dppo.completion_weights`, `dgg.GradientGate`), imported, never copied.
 
-Two ways a method changes the update (the table in scale/README.md):
-  drops rows  the kept rows are the only ones TRL trains on: real savings in the update's forward
-              and backward. TRL splits the generation batch into `steps_per_generation` equal chunks
-              and every process must run the same number of forward/backward calls (DDP, DeepSpeed
-              and FSDP hang or crash otherwise), so the kept count must be equal on every process and
-              a multiple of steps_per_generation. PODS, CPPO and D3S (sample level) guarantee that by
-              construction (fixed counts per process); `_keep_rows` checks it every step and fails with
-              a clear error instead of hanging.
-  masks       every row stays; the method changes advantages or the loss mask: the loss is exact,
-              nothing is saved. DPPO (random inclusion: the kept count is random per process) and
-              D3S's token level (the tokens to drop are inside rows; TRL's `tool_mask` is the loss-only
-              mask that leaves attention alone).
-What TRL 1.16 computes before the rewards exist cannot be saved by a plug-in: generation of course,
-and the old/reference log-prob passes (`_generate_and_score_completions` runs them before
-`_calculate_rewards`), so PODS and CPPO save the training forward/backward only, not those passes.
+PODS, CPPO, D3S and DPPO choose which completions to train on. `SelectingGRPOTrainer` replaces
+`GRPOTrainer._generate_and_score_completions` for training batches (text, single turn) so that the
+choice is made where the scripts make it, before anything else is paid for:
 
-Selection is per process ("local batch"), as CPPO's and PODS's official multi-GPU code prune per
-device. PODS keeps whole groups per process (the launcher arranges prompts_per_step / processes
-groups on each); TRL's own advantages come from the gathered rewards, so CPPO, D3S and DPPO are
-exact for groups that span processes too.
+    generate (TRL's `_generate`: transformers or vLLM)            every row, on each process
+    rewards and advantages (TRL's rules)                           gathered: the whole step, every process
+    select (the method)                                            over the whole step, identically everywhere
+    rebalance: the kept rows move so every process holds R rows    R = a multiple of steps_per_generation;
+                                                                   short processes get padding rows (loss 0)
+    pad each process's rows to its longest kept prompt/completion
+    old, reference and vLLM-correction log-prob passes             kept rows only, in trained micro-batches
+    the update: TRL's `_compute_loss`, normalised as the script normalises
 
-Not here, and why (see scale/README.md): GVM-RAFT (per-prompt sample budgets: TRL generates a fixed
-num_generations for every prompt) and DGG (a gate between backward and optimizer.step: a
-Trainer-level hook, not a GRPOTrainer one); DPPO's prompt level (needs a sampler with history) and
-its packing.
+So the kept set does not depend on the number of processes (the scripts' rule over the whole step, as
+verl's filter-then-balance and OpenRLHF's dynamic filtering do), and no process waits on another
+with a different number of micro-steps. The official CPPO code prunes per device; `CPPOConfig(scope=
+"per_device")` keeps that rule, named as such.
+
+Normalisers. A padding row carries a zero loss mask (TRL's loss-only `tool_mask`) and advantage 0.
+The token-mean losses ("dapo", "cispo", "vespo") divide by `num_items_in_batch`, which the plug-in
+sets to the script's token count; the row-mean losses ("grpo", "dr_grpo", "sapo", "luspo") divide by
+the rows of each micro-batch, padding included, so `loss_scale` (rows trained / the script's row
+count) restores the script's normaliser. "bnpo" is TRL's per-micro-batch token mean, as in TRL.
+
+Evaluation batches (`model.eval()`) are left to TRL. Not supported, refused with one line: tools,
+environments, `rollout_func` and image inputs (the rows would have to carry them through the
+rebalancing). DGG is no selection: `DGGTrainer` gates the optimizer step (see its docstring).
+GVM-RAFT needs per-prompt sample budgets, which `GRPOTrainer` (a fixed num_generations) cannot express.
 """
 
+import json
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
 import torch
-from trl import GRPOTrainer
+from accelerate.utils import gather_object
+from trl import GRPOConfig, GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import nanstd, pad, use_adapter
 
 import cppo
 import d3s
+import dgg
 import dppo
 import pods
 
-# Tensors of TRL 1.16's `_generate_and_score_completions` output that have one row per completion.
-ROW_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "old_per_token_logps",
-            "ref_per_token_logps", "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask",
-            "token_type_ids", "mm_token_type_ids")
-SCALAR_KEYS = ("num_items_in_batch",)
+ROW_MEAN_LOSSES = ("grpo", "dr_grpo", "sapo", "luspo")  # TRL divides these by the rows of each micro-batch
+TOKEN_MEAN_LOSSES = ("dapo", "cispo", "vespo")  # ... and these by num_items_in_batch
+
+
+def _check(ok: bool, message: str):
+    if not ok:
+        raise ValueError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs: GRPOConfig plus the method's fields, with the method script's defaults
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PODSConfig(GRPOConfig):
+    """PODS: generate n = `num_generations` (pods.py's 16) per prompt, train on m = `num_keep` (8)."""
+
+    num_generations: int | None = field(default=pods.Args.num_generations, metadata={"help": "n: completions generated per prompt"})
+    # GRPOConfig's default of 8 rows per device would not hold one group of n = 16
+    per_device_train_batch_size: int = field(default=pods.Args.num_generations, metadata={"help": "rows generated per micro-step"})
+    num_keep: int = field(default=pods.Args.num_keep, metadata={"help": "m: completions per prompt kept for the update"})
+    rule: str = field(default=pods.Args.rule, metadata={"help": "max_variance, max_reward or random"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(2 <= self.num_keep <= self.num_generations, f"pods: num_keep must be in [2, num_generations = "
+                                                           f"{self.num_generations}], got {self.num_keep}")
+        _check(self.rule in ("max_variance", "max_reward", "random"), f"pods: unknown rule {self.rule!r}")
+
+
+@dataclass
+class CPPOConfig(GRPOConfig):
+    """CPPO: drop the fraction `prune_rate` of the completions with the smallest |A|."""
+
+    prune_rate: float = field(default=cppo.Args.prune_rate, metadata={"help": "P: fraction of the completions dropped"})
+    scope: str = field(default=cppo.Args.scope, metadata={
+        "help": "global: over the whole step (cppo.py); group: per group; per_device: over each process's rows, "
+                "as the official multi-GPU code (the kept set then depends on the number of processes)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(0 <= self.prune_rate < 1, f"cppo: prune_rate must be in [0, 1), got {self.prune_rate}")
+        _check(self.scope in ("global", "group", "per_device"), f"cppo: unknown scope {self.scope!r} (global, group, per_device)")
+
+
+@dataclass
+class D3SConfig(GRPOConfig):
+    """D3S: the max-Var(A) rollouts of the step, then the top tokens by |A| x entropy, both on a schedule."""
+
+    scope: str = field(default=d3s.Args.scope, metadata={"help": "cross: over the whole step; intra: per group"})
+    schedule: str = field(default=d3s.Args.schedule, metadata={"help": "linear or none"})
+    sample_ratio_start: float = field(default=d3s.Args.sample_ratio_start, metadata={"help": "rollouts kept at the start"})
+    sample_ratio_end: float = field(default=d3s.Args.sample_ratio_end, metadata={"help": "... and at the end"})
+    token_ratio_start: float = field(default=d3s.Args.token_ratio_start, metadata={"help": "tokens kept at the start"})
+    token_ratio_end: float = field(default=d3s.Args.token_ratio_end, metadata={"help": "... and at the end"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.scope in ("cross", "intra"), f"d3s: unknown scope {self.scope!r} (cross, intra)")
+        _check(self.schedule in ("linear", "none"), f"d3s: unknown schedule {self.schedule!r} (linear, none)")
+        ratios = (self.sample_ratio_start, self.sample_ratio_end, self.token_ratio_start, self.token_ratio_end)
+        _check(all(0 < r <= 1 for r in ratios), "d3s: the sample and token ratios must be in (0, 1]")
+
+
+@dataclass
+class DPPOConfig(GRPOConfig):
+    """DPPO, completion level: prune low-|A| completions at random, reweight the survivors (unbiased)."""
+
+    loss_type: str = field(default=dppo.Args.loss_type, metadata={"help": "dppo.py's default: grpo"})
+    completion_prune_rate: float = field(default=dppo.Args.completion_prune_rate, metadata={"help": "r_o"})
+    completion_pool: float = field(default=dppo.Args.completion_pool, metadata={"help": "fraction of the low-|A| pool"})
+    completion_scope: str = field(default=dppo.Args.completion_scope, metadata={"help": "group or step"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        rate, pool = self.completion_prune_rate, self.completion_pool
+        _check(0 <= rate < 1 and 0 <= pool <= 1 and (rate == 0 or rate < pool),
+               "dppo: completion_prune_rate must be in [0, completion_pool), completion_pool in [0, 1]")
+        _check(self.completion_scope in ("group", "step"), f"dppo: unknown completion_scope {self.completion_scope!r}")
+        _check(self.beta == 0 or rate == 0, "dppo: beta > 0 needs completion_prune_rate 0 (the survivors' weights "
+                                            "scale the advantages, which TRL's KL term does not see)")
+
+
+@dataclass
+class DGGConfig(GRPOConfig):
+    """DGG: K = num_iterations passes over each batch (dgg.py's 4), gated by the lm_head gradient."""
+
+    num_iterations: int = field(default=dgg.Args.num_iterations, metadata={"help": "K: passes over each generation batch"})
+    gate_window: int = field(default=dgg.Args.gate_window, metadata={"help": "W: increments the z-score is taken over"})
+    gate_tau: float = field(default=dgg.Args.gate_tau, metadata={"help": "fire when z > tau (inf: never)"})
+    gate_statistic: str = field(default=dgg.Args.gate_statistic, metadata={"help": "norm or energy (norm squared)"})
+    gate_scope: str = field(default=dgg.Args.gate_scope, metadata={"help": "per_pass or shared windows"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self.gate_window >= 2, "dgg: gate_window must be >= 2 (a z-score needs a spread)")
+        _check(self.gate_tau >= 0, "dgg: gate_tau must be >= 0")
+        _check(self.gate_statistic in ("norm", "energy"), f"dgg: unknown gate_statistic {self.gate_statistic!r}")
+        _check(self.gate_scope in ("per_pass", "shared"), f"dgg: unknown gate_scope {self.gate_scope!r}")
+        _check(self.max_grad_norm > 0, "dgg: max_grad_norm must be > 0 (the gate runs where the gradient is clipped)")
+        _check(self.steps_per_generation == self.gradient_accumulation_steps,
+               "dgg: steps_per_generation must equal gradient_accumulation_steps (a gated pass is one optimizer "
+               "step over the whole generation batch)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The selecting trainer
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """What a method sees: every row of the step (all processes, in TRL's gathered order, groups contiguous)."""
+
+    rewards: torch.Tensor  # (N,) weighted reward sum; NaN where no reward function could score the row
+    rewards_per_func: torch.Tensor  # (N, F)
+    advantages: torch.Tensor  # (N,) TRL's advantages on the full groups
+    loss_tokens: torch.Tensor  # (N,) completion tokens the loss would see (truncation masking applied)
+    num_processes: int
+
+
+@dataclass
+class Selection:
+    kept: torch.Tensor  # ascending indices into the step's rows
+    advantages: torch.Tensor  # one per kept row
+    num_rows: float | None = None  # the row-mean losses' normaliser; None: the kept rows
+    num_tokens: float | None = None  # the token-mean losses' normaliser; None: the kept rows' loss tokens
 
 
 class SelectingGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that hands each training generation batch, with this process's rewards, to `select`.
-
-    Evaluation batches (model in eval mode) are left as TRL makes them."""
+    """GRPOTrainer that lets `select` choose the trained rows over the whole step, before the no-grad passes."""
 
     method = "grpo"
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        self._gathered_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        return self._gathered_rewards_per_func
+    def __init__(self, *args, **kwargs):
+        for name in ("tools", "environment_factory", "rollout_func"):
+            if kwargs.get(name):
+                raise ValueError(f"{self.method}: {name} is not supported by the plug-in (text, single-turn rollouts)")
+        super().__init__(*args, **kwargs)
 
+    # ------------------------------------------------------------------ the method's hooks
+    def select(self, step: Step) -> Selection:
+        """Override. The default keeps every row: plain GRPO."""
+        return Selection(torch.arange(step.advantages.numel()), step.advantages)
+
+    def after_passes(self, out: dict, layout: dict) -> dict:
+        """Override to change the loss mask of the kept rows once they are in place (D3S's tokens)."""
+        return out
+
+    # ------------------------------------------------------------------ the pipeline
     def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
         if not self.model.training:
-            return out
-        unknown = sorted(set(out) - set(ROW_KEYS) - set(SCALAR_KEYS))
-        if unknown:  # a newer TRL, or image inputs: selecting rows would misalign these, so refuse
-            raise ValueError(f"{type(self).__name__}: TRL returned {unknown}, which this plug-in cannot select "
-                             f"rows of (written for TRL 1.16.0, text-only)")
-        rows = out["completion_ids"].size(0)
-        # The weighted reward sum, as TRL's "sum_then_normalize"; a completion no function could score counts 0,
-        # as in common.tasks.score_completions.
-        rewards = (self._gathered_rewards_per_func * self.reward_weights.to(self.accelerator.device)).nansum(1)
-        start = self.accelerator.process_index * rows
-        return self.select(out, rewards[start:start + rows], rewards)
+            return super()._generate_and_score_completions(inputs)
+        if "image" in inputs[0] or "images" in inputs[0]:
+            raise ValueError(f"{self.method}: image inputs are not supported by the plug-in (text only)")
+        device, P = self.accelerator.device, self.accelerator.num_processes
+        prompts = [x["prompt"] for x in inputs]
+        prompt_ids, completion_ids, _, completions, sampling_logps, extra, _, _ = self._generate(prompts)
+        if extra:
+            raise ValueError(f"{self.method}: extra rollout fields {sorted(extra)} are not supported by the plug-in")
+        rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids)  # every process's rows
+        advantages, rewards, std_zero = self.trl_advantages(rewards_per_func, self.num_generations)
+        eos_and_pad = {*self.eos_token_ids, self._tokenizer.pad_token_id}
+        truncated = [ids[-1] not in eos_and_pad if len(ids) else True for ids in completion_ids]
+        lengths = [0 if (t and self.mask_truncated_completions) else len(ids) for ids, t in zip(completion_ids, truncated)]
+        lengths = torch.tensor(gather_object(lengths) if P > 1 else lengths, dtype=torch.float32)
+        step = Step(rewards, rewards_per_func, advantages, lengths, P)
+        self._log_rewards(rewards_per_func, rewards, advantages, std_zero, prompts, completions)
 
-    def select(self, out: dict, rewards: torch.Tensor, all_rewards: torch.Tensor) -> dict:
-        """Override: `rewards` are this process's rows of `out`, `all_rewards` every process's, in order."""
+        selection = self.select(step)
+        kept = self._checked(selection, advantages.numel())
+        layout = self.rebalance(kept.numel())
+        start, count = layout["start"], layout["count"]
+        mine = kept[start:start + count].tolist()
+        pads = layout["rows"] - count
+        # Every process's token ids travel as lists (what TRL's generation returns); each keeps its share.
+        rows = lambda values: gather_object(values) if P > 1 else values  # noqa: E731
+        all_prompt_ids, all_completion_ids = rows(prompt_ids), rows(completion_ids)
+        all_truncated = rows(truncated)
+        all_sampling = rows(sampling_logps) if sampling_logps is not None else None
+        filler = mine[-1] if mine else int(kept[0])  # a padding row repeats a kept row under a zero loss mask
+        source = mine + [filler] * pads
+        out = self._tensors([all_prompt_ids[i] for i in source], [all_completion_ids[i] for i in source],
+                            None if all_sampling is None else [all_sampling[i] for i in source])
+        if self.mask_truncated_completions:
+            out["completion_mask"] *= (~torch.tensor([all_truncated[i] for i in source], device=device)).unsqueeze(1).int()
+        is_pad = torch.arange(len(source), device=device) >= count
+        if pads:
+            out["tool_mask"] = (~is_pad).int().unsqueeze(1).expand_as(out["completion_mask"]).contiguous()
+        local_adv = selection.advantages.to(device)[start:start + count]
+        out["advantages"] = torch.cat([local_adv, local_adv.new_zeros(pads)])
+        self._no_grad_passes(out)
+        out = self.after_passes(out, {**layout, "is_pad": is_pad})
+
+        loss_mask = out["completion_mask"] * out.get("tool_mask", 1)
+        num_items = self.accelerator.gather(loss_mask.sum()).sum()
+        if selection.num_tokens is not None:
+            num_items = torch.tensor(float(selection.num_tokens), device=device)
+        out["num_items_in_batch"] = num_items
+        num_rows = kept.numel() if selection.num_rows is None else selection.num_rows
+        # The row-mean losses divide by the rows of each micro-batch (padding included); this restores num_rows.
+        out["loss_scale"] = torch.tensor(P * layout["rows"] / max(num_rows, 1) if self.loss_type in ROW_MEAN_LOSSES
+                                         else 1.0, device=device)
+        self._log("scale/rows_generated", advantages.numel())
+        self._log("scale/rows_trained", kept.numel())
+        self._log("scale/padding_rows", P * layout["rows"] - kept.numel())
         return out
 
-    # ------------------------------------------------------------------ helpers for the methods
-    def local_rows(self) -> int:
-        """Completions each process generates per generation batch."""
-        return self.args.per_device_train_batch_size * self.args.steps_per_generation
+    def trl_advantages(self, rewards_per_func: torch.Tensor, group_size: int):
+        """TRL 1.16's advantages for groups of `group_size` consecutive rows (both multi_objective_aggregation
+        rules, scale_rewards, unscorable rows NaN in the statistics and 0 in the result). Returns (advantages,
+        weighted reward sum, whether each row's std is 0)."""
+        weights = self.reward_weights.to(rewards_per_func.device)
+        unscorable = torch.isnan(rewards_per_func).all(1)
+        summed = (rewards_per_func * weights).nansum(1).masked_fill(unscorable, float("nan"))
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            grouped = summed.view(-1, group_size)
+            centred = (grouped - torch.nanmean(grouped, 1, keepdim=True)).view(-1)
+            std = (nanstd(summed).expand_as(summed) if self.scale_rewards == "batch"
+                   else nanstd(grouped, dim=1).repeat_interleave(group_size))
+        else:  # normalize_then_sum: each function normalised per group, then the weighted sum normalised per step
+            grouped = rewards_per_func.view(-1, group_size, rewards_per_func.size(1))
+            scaled = (grouped - torch.nanmean(grouped, 1, keepdim=True)) / (nanstd(grouped, dim=1, keepdim=True) + 1e-4)
+            mixed = (scaled.view(-1, weights.numel()) * weights).nansum(1).masked_fill(unscorable, float("nan"))
+            centred, std = mixed - torch.nanmean(mixed), nanstd(mixed).expand_as(mixed)
+        advantages = centred if self.scale_rewards == "none" else centred / (std + 1e-4)
+        return torch.nan_to_num(advantages, nan=0.0), summed, torch.isclose(std, torch.zeros_like(std))
 
-    def _keep_rows(self, out: dict, kept: torch.Tensor) -> dict:
-        """Keep the rows `kept` (ascending indices) of every per-completion tensor, then recount the tokens."""
-        device = self.accelerator.device
-        counts = self.accelerator.gather(torch.tensor([kept.numel()], device=device))
-        if bool((counts != counts[0]).any()):
-            raise RuntimeError(f"{self.method}: kept counts differ across processes {counts.tolist()}; training "
-                               f"would hang, so the plug-in stops here")
-        if kept.numel() % self.args.steps_per_generation or kept.numel() == 0:
-            raise RuntimeError(f"{self.method}: {kept.numel()} kept rows cannot be split into steps_per_generation = "
-                               f"{self.args.steps_per_generation} equal chunks (TRL would silently drop the remainder)")
-        kept = kept.to(device)
-        for key in ROW_KEYS:
-            if out.get(key) is not None:
-                out[key] = out[key][kept]
-        return self._recount(out)
+    def rebalance(self, num_kept: int) -> dict:
+        """Where the kept rows go: process p trains on kept[start : start + count] (the kept order, in contiguous
+        blocks whose sizes differ by at most one) plus rows - count padding rows, with `rows` the same on every
+        process and a multiple of steps_per_generation (TRL splits each process's rows into that many chunks)."""
+        P, spg, p = self.accelerator.num_processes, self.args.steps_per_generation, self.accelerator.process_index
+        rows = spg * -(-num_kept // (P * spg))
+        base, extra = divmod(num_kept, P)
+        return {"rows": rows, "count": base + (p < extra), "start": p * base + min(p, extra)}
 
-    def _recount(self, out: dict) -> dict:
-        """num_items_in_batch = the loss-mask tokens of the whole generation batch, over all processes."""
-        mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
-        out["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
-        return out
+    # ------------------------------------------------------------------ pieces
+    def _checked(self, selection: Selection, num_rows: int) -> torch.Tensor:
+        kept = selection.kept.detach().cpu().long().flatten()
+        if kept.numel() == 0:
+            raise RuntimeError(f"{self.method}: the selection kept no rows; every step must train on at least one")
+        if bool((kept[1:] <= kept[:-1]).any()) or kept[0] < 0 or kept[-1] >= num_rows:
+            raise RuntimeError(f"{self.method}: the selection must be ascending row indices in [0, {num_rows}), "
+                               f"without repeats")
+        if selection.advantages.numel() != kept.numel():
+            raise RuntimeError(f"{self.method}: {selection.advantages.numel()} advantages for {kept.numel()} kept rows")
+        return kept
 
-    def _log_mean(self, name: str, values: torch.Tensor):
-        """Log the mean of `values` over every process (each process calls this, in the same order)."""
-        values = values.detach().float().flatten()
-        local = torch.stack([values.sum(), torch.tensor(float(values.numel()), device=values.device)])
-        total, count = self.accelerator.gather(local.to(self.accelerator.device)).view(-1, 2).sum(0).tolist()
-        self._metrics["train"][name].append(total / count if count else 0.0)
+    def _tensors(self, prompt_ids, completion_ids, sampling_logps) -> dict:
+        """Padded tensors of these rows: prompts to the longest kept prompt (left), completions to the longest
+        kept completion (right); nothing of the dropped rows' lengths is left."""
+        device, pad_id, mult = self.accelerator.device, self._tokenizer.pad_token_id, self.pad_to_multiple_of
+        as_tensors = lambda rows, dtype=torch.long: [torch.tensor(r, dtype=dtype) for r in rows]  # noqa: E731
+        out = {"prompt_ids": pad(as_tensors(prompt_ids), pad_id, "left", mult),
+               "prompt_mask": pad([torch.ones(len(r), dtype=torch.long) for r in prompt_ids], 0, "left", mult),
+               "completion_ids": pad(as_tensors(completion_ids), pad_id, "right", mult),
+               "completion_mask": pad([torch.ones(len(r), dtype=torch.long) for r in completion_ids], 0, "right", mult)}
+        if sampling_logps is not None:  # vLLM's own log-probs; None (a token it could not score) becomes NaN
+            rows = [[float("nan") if x is None else x for x in r] for r in sampling_logps]
+            out["sampling_per_token_logps"] = pad(as_tensors(rows, torch.float32), 0.0, "right", mult)
+        return {k: v.to(device) for k, v in out.items()}
+
+    def _no_grad_passes(self, out: dict):
+        """Old-policy, vLLM-correction and reference log-probs, as TRL computes them, on the kept rows only and
+        in micro-batches of the trained size."""
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        attention = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+        width, chunk = out["completion_ids"].size(1), max(1, ids.size(0) // self.args.steps_per_generation)
+        correction = self.use_vllm and self.vllm_importance_sampling_correction
+        needs_old = self.args.gradient_accumulation_steps % (self.args.steps_per_generation * self.num_iterations) != 0
+
+        def logps(model):
+            return self._get_per_token_logps_and_entropies(model, ids, attention, width, batch_size=chunk)[0]
+
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if needs_old or correction:
+                out["old_per_token_logps"] = logps(self.model)
+            if correction:
+                out["importance_sampling_ratio"] = self._sampling_correction(
+                    out["old_per_token_logps"], out["sampling_per_token_logps"],
+                    out["completion_mask"] * out.get("tool_mask", 1))
+            if self.beta != 0.0:
+                if self.ref_model is not None:
+                    out["ref_per_token_logps"] = logps(self.ref_model)
+                else:  # PEFT: the reference is the base model (adapters off), or an adapter named "ref"
+                    model = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                        out["ref_per_token_logps"] = logps(self.model)
+
+    def _sampling_correction(self, old, sampling, mask):
+        """TRL's truncated / masked importance ratio between the trained policy and vLLM's sampler."""
+        diff = torch.nan_to_num((old - sampling) * mask, nan=0.0)  # a token vLLM could not score: ratio 1
+        mode = self.vllm_importance_sampling_mode
+        ratio = torch.exp(diff.sum(-1, keepdim=True) if mode.startswith("sequence") else diff)
+        low, high = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if mode.endswith("truncate"):
+            return torch.clamp(ratio, min=low, max=high)
+        outside = torch.zeros_like(ratio, dtype=torch.bool)
+        if low is not None:
+            outside |= ratio < low
+        if high is not None:
+            outside |= ratio > high
+        return ratio.masked_fill(outside, 0.0)
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        scale = inputs.get("loss_scale")
+        return loss if scale is None else loss * scale
+
+    def _log_rewards(self, rewards_per_func, rewards, advantages, std_zero, prompts, completions):
+        """The reward metrics TRL logs for a generation batch (the method's own come from `select`)."""
+        metrics = self._metrics["train"]
+        for i, name in enumerate(self.reward_func_names):
+            metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, i]).item())
+            metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, i]).item())
+        metrics["reward"].append(torch.nanmean(rewards).item())
+        metrics["reward_std"].append(nanstd(rewards).item())
+        metrics["frac_reward_zero_std"].append(std_zero.float().mean().item())
+        for name in sorted(set(gather_object(list(self._pending_metrics)))):  # reward functions' log_metric
+            values = self._pending_metrics.get(name, [])
+            local = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=self.accelerator.device)
+            total, count = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
+            metrics[name].append(total / max(count, 1))
+        self._pending_metrics.clear()
+        self._pending_extra_logs.clear()
+        if self.log_completions:
+            self._logs["prompt"].extend(gather_object(prompts))
+            self._logs["completion"].extend(gather_object(completions))
+            for i, name in enumerate(self.reward_func_names):
+                self._logs["rewards"][name].extend(rewards_per_func[:, i].tolist())
+            self._logs["advantages"].extend(advantages.tolist())
 
     def _log(self, name: str, value: float):
         self._metrics["train"][name].append(float(value))
 
+    def _seed(self, salt: int) -> int:
+        """A seed of (seed, step, salt), the same on every process: random choices over the whole step must agree."""
+        return (self.args.seed * 1_000_003 + self.state.global_step) * 1009 + salt
 
-# === PODS: drops rows (m of n per group, advantages recomputed on the kept m)
+
+# === PODS: m of n per group by reward variance, advantages recomputed on the kept m
 class PODSTrainer(SelectingGRPOTrainer):
-    """PODS (arXiv 2504.13818) = generate n = num_generations per prompt, train on the m = num_keep whose
-    rewards have the largest variance (`pods.select_max_variance`), with GRPO advantages recomputed on the
-    kept m (`pods.group_advantages`, over the gathered kept rewards so scale_rewards="batch" sees the whole
-    step). Needs whole groups on each process: per_device_train_batch_size x steps_per_generation a
-    multiple of n; each process then trains on exactly m per prompt."""
+    """PODS (arXiv 2504.13818): per prompt, keep the m = num_keep of n = num_generations completions whose
+    rewards have the largest variance (`pods.select_max_variance`; a reward no function could give counts 0,
+    as in pods.py), and recompute the advantages on the kept groups of m with TRL's rule (grpo.py's
+    group_advantages when every row is scored; either multi_objective_aggregation)."""
 
     method = "pods"
 
-    def __init__(self, *args, num_keep: int = pods.Args.num_keep, rule: str = pods.Args.rule, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.num_keep, self.rule = num_keep, rule
-        n, rows, spg = self.num_generations, self.local_rows(), self.args.steps_per_generation
-        if not 2 <= num_keep <= n:
-            raise ValueError(f"pods: num_keep must be in [2, num_generations = {n}], got {num_keep}")
-        if rows % n or (rows // n * num_keep) % spg:
-            raise ValueError(f"pods: each process must hold whole groups and keep a multiple of steps_per_generation: "
-                             f"{rows} rows per process, n = {n}, m = {num_keep}, steps_per_generation = {spg}")
-        if self.args.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError("pods: only multi_objective_aggregation='sum_then_normalize' (advantages are recomputed)")
-
-    def select(self, out, rewards, all_rewards):
-        n, m = self.num_generations, self.num_keep
-        groups = rewards.view(-1, n).cpu()
-        kept = torch.cat([g * n + pods.select_max_variance(groups[g], m, self.rule) for g in range(groups.size(0))])
-        out = self._keep_rows(out, kept)
-        # Equal counts on every process, so the gather keeps groups whole and in process order.
-        all_kept = self.accelerator.gather(rewards[kept.to(rewards.device)])
-        advantages = pods.group_advantages(all_kept, m, self.scale_rewards).view(self.accelerator.num_processes, -1)
-        out["advantages"] = advantages[self.accelerator.process_index].to(out["completion_ids"].device)
+    def select(self, step):
+        n, m = self.num_generations, self.args.num_keep
+        groups = torch.nan_to_num(step.rewards, nan=0.0).view(-1, n).cpu()
+        with torch.random.fork_rng(devices=[]):  # rule "random" draws from torch's RNG: the same on every process
+            torch.manual_seed(self._seed(0))
+            kept = torch.cat([g * n + pods.select_max_variance(r, m, self.args.rule) for g, r in enumerate(groups)])
+        advantages, _, _ = self.trl_advantages(step.rewards_per_func[kept.to(step.rewards.device)], m)
+        kept_rewards = groups.view(-1)[kept].view(-1, m)
         self._log("pods/kept_fraction", m / n)
-        self._log("pods/reward_var_before", all_rewards.view(-1, n).var(1).mean().item())
-        self._log("pods/reward_var_after", all_kept.view(-1, m).var(1).mean().item())
-        return out
+        self._log("pods/reward_var_before", groups.var(1).mean().item())
+        self._log("pods/reward_var_after", kept_rewards.var(1).mean().item())
+        return Selection(kept, advantages)
 # === end PODS ===
 
 
-# === CPPO: drops rows (the floor(N P) smallest |A| of each process's N completions)
+# === CPPO: drop the floor(N P) smallest |A| of the step (or of each group, or of each process)
 class CPPOTrainer(SelectingGRPOTrainer):
-    """CPPO (arXiv 2503.22342) = keep the completions with the largest |A| (`cppo.prune_completions`),
-    advantages as TRL computed them on the full groups (never re-normalised). scope "global" prunes over
-    the process's local batch, as the official code prunes per device; "group" keeps G - floor(G P) of
-    each group (whole groups on each process needed). N is the same on every process, so is the kept count.
-    Allocation (B / (1 - P) prompts per step) is the launcher's choice of batch sizes, not code here."""
+    """CPPO (arXiv 2503.22342): keep the completions with the largest |A| (`cppo.prune_completions`), with the
+    advantages TRL computed on the full groups (never re-normalised). Allocation (B / (1 - P) prompts per
+    step) is a choice of the generation batch: scale/train.py's --allocation."""
 
     method = "cppo"
 
-    def __init__(self, *args, prune_rate: float = cppo.Args.prune_rate, scope: str = cppo.Args.scope, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prune_rate, self.scope = prune_rate, scope
-        rows, G, spg = self.local_rows(), self.num_generations, self.args.steps_per_generation
-        if not 0 <= prune_rate < 1 or scope not in ("global", "group"):
-            raise ValueError(f"cppo: prune_rate must be in [0, 1) and scope global or group, got {prune_rate}, {scope}")
-        if scope == "group" and rows % G:
-            raise ValueError(f"cppo: scope group needs whole groups on each process ({rows} rows, G = {G})")
-        self.num_kept = (rows - int(rows * prune_rate + 1e-9) if scope == "global"
-                         else rows // G * (G - int(G * prune_rate + 1e-9)))
-        if self.num_kept % spg:
-            raise ValueError(f"cppo: {self.num_kept} kept rows per process is not a multiple of "
-                             f"steps_per_generation = {spg}")
-
-    def select(self, out, rewards, all_rewards):
-        advantages = out["advantages"]
-        kept = cppo.prune_completions(advantages, self.prune_rate, None if self.scope == "global" else self.num_generations)
-        dropped = torch.ones(advantages.numel(), dtype=torch.bool).index_fill_(0, kept, False).to(advantages.device)
+    def select(self, step):
+        advantages, P, scope = step.advantages.cpu(), step.num_processes, self.args.scope
+        if scope == "per_device":  # the official code's rule: each process prunes its own rows
+            per = advantages.numel() // P
+            kept = torch.cat([p * per + cppo.prune_completions(advantages[p * per:(p + 1) * per], self.args.prune_rate)
+                              for p in range(P)])
+        else:
+            kept = cppo.prune_completions(advantages, self.args.prune_rate,
+                                          None if scope == "global" else self.num_generations)
+        dropped = torch.ones(advantages.numel(), dtype=torch.bool).index_fill_(0, kept, False)
         self._log("cppo/kept_fraction", kept.numel() / advantages.numel())
-        self._log_mean("cppo/abs_adv_kept", advantages[kept.to(advantages.device)].abs())
-        self._log_mean("cppo/abs_adv_pruned", advantages[dropped].abs())
-        self._log("cppo/prompts_per_step", all_rewards.numel() // self.num_generations)
-        return self._keep_rows(out, kept)
+        self._log("cppo/abs_adv_kept", advantages[kept].abs().mean().item())
+        self._log("cppo/abs_adv_pruned", advantages[dropped].abs().mean().item() if dropped.any() else 0.0)
+        self._log("cppo/prompts_per_step", advantages.numel() // self.num_generations)
+        return Selection(kept, step.advantages[kept.to(step.advantages.device)])
 # === end CPPO ===
 
 
-# === D3S: sample level drops rows (max Var(A) over the local batch); token level masks (tool_mask)
+# === D3S: the max-Var(A) rollouts of the step, then the top tokens by |A| x entropy (a loss-only mask)
 class D3STrainer(SelectingGRPOTrainer):
-    """D3S (arXiv 2509.22115). Sample level: keep the rows whose advantages have the largest variance
-    (`d3s.select_rollouts`; scope "cross" over the local batch, "intra" per group), the cross count
-    rounded down to a multiple of steps_per_generation so every process keeps the same number. Token
-    level: the top token_ratio of the kept tokens by |A| x entropy (`d3s.token_keep_mask`, over the local
-    batch), applied as TRL's loss-only `tool_mask`; the entropies cost one no-grad forward of the kept rows
-    (as in d3s.py). Both ratios follow `d3s.keep_schedule` in progress = global_step / (max_steps - 1)."""
+    """D3S (arXiv 2509.22115). Sample level: `d3s.select_rollouts` over the whole step (cross) or per group
+    (intra). Token level: one no-grad forward of the kept rows gives the entropies; `d3s.token_keep_mask`
+    then keeps the top token_ratio of the step's kept tokens by |A| x H, in the script's row order, applied
+    as TRL's loss-only `tool_mask`. Both ratios follow `d3s.keep_schedule` in progress = global_step /
+    (max_steps - 1), with TRL's max_steps (set by max_steps or by the epochs)."""
 
     method = "d3s"
 
-    def __init__(self, *args, scope: str = d3s.Args.scope, schedule: str = d3s.Args.schedule,
-                 sample_ratio_start: float = d3s.Args.sample_ratio_start, sample_ratio_end: float = d3s.Args.sample_ratio_end,
-                 token_ratio_start: float = d3s.Args.token_ratio_start, token_ratio_end: float = d3s.Args.token_ratio_end,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self.scope, self.schedule = scope, schedule
-        self.sample_ratio, self.token_ratio = (sample_ratio_start, sample_ratio_end), (token_ratio_start, token_ratio_end)
-        rows, G, spg = self.local_rows(), self.num_generations, self.args.steps_per_generation
-        if scope not in ("cross", "intra") or not all(0 < r <= 1 for r in self.sample_ratio + self.token_ratio):
-            raise ValueError("d3s: scope must be cross or intra and every ratio in (0, 1]")
-        if scope == "intra" and (rows % G or (rows // G) % spg):
-            raise ValueError(f"d3s: scope intra needs whole groups on each process, a multiple of "
-                             f"steps_per_generation = {spg} of them ({rows} rows, G = {G})")
+    def ratios(self) -> tuple[float, float]:
+        args, progress = self.args, self.state.global_step / max(self.state.max_steps - 1, 1)
+        return (d3s.keep_schedule(progress, args.sample_ratio_start, args.sample_ratio_end, args.schedule),
+                d3s.keep_schedule(progress, args.token_ratio_start, args.token_ratio_end, args.schedule))
 
-    def select(self, out, rewards, all_rewards):
-        progress = self.state.global_step / max(self.args.max_steps - 1, 1)
-        sample_ratio = d3s.keep_schedule(progress, *self.sample_ratio, self.schedule)
-        token_ratio = d3s.keep_schedule(progress, *self.token_ratio, self.schedule)
-        advantages, rows, spg = out["advantages"], out["advantages"].numel(), self.args.steps_per_generation
-        if self.scope == "cross":  # the ratio that keeps the nearest multiple of spg below (at least 2 rows)
-            num = max(2, int(sample_ratio * rows + 1e-9))
-            sample_ratio = max(num - num % spg, -(-2 // spg) * spg) / rows
-        kept = d3s.select_rollouts(advantages, self.num_generations, sample_ratio, self.scope)
-        out = self._keep_rows(out, kept)
+    def select(self, step):
+        sample_ratio, token_ratio = self.ratios()
+        advantages = step.advantages.cpu()
+        kept = d3s.select_rollouts(advantages, self.num_generations, sample_ratio, self.args.scope)
         self._log("d3s/sample_ratio", sample_ratio)
         self._log("d3s/token_ratio", token_ratio)
-        self._log("d3s/samples_kept", kept.numel() * self.accelerator.num_processes)
-        if token_ratio < 1:
-            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
-            attention = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
-            with torch.no_grad():
-                _, entropy, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, attention, out["completion_ids"].size(1),
-                    batch_size=self.args.per_device_train_batch_size, compute_entropy=True)
-            loss_mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
-            keep = d3s.token_keep_mask(out["advantages"], entropy, loss_mask, token_ratio)
-            out["tool_mask"] = keep.to(out["completion_mask"].dtype)  # loss-only: attention keeps every token
-            out = self._recount(out)
-        self._log("d3s/tokens_kept", out["num_items_in_batch"].item())
+        self._log("d3s/samples_kept", kept.numel())
+        return Selection(kept, step.advantages[kept.to(step.advantages.device)])
+
+    def after_passes(self, out, layout):
+        token_ratio = self.ratios()[1]
+        if token_ratio >= 1:
+            self._log("d3s/tokens_kept", self.accelerator.gather(out["completion_mask"].sum()).sum().item())
+            return out
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        attention = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+        width = out["completion_ids"].size(1)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            _, entropy, _ = self._get_per_token_logps_and_entropies(
+                self.model, ids, attention, width, batch_size=max(1, ids.size(0) // self.args.steps_per_generation),
+                compute_entropy=True)
+        mask = out["completion_mask"] * out.get("tool_mask", 1)
+        # The step's kept rows in the kept order: each process's real rows, in process order.
+        gather = lambda x: self.accelerator.gather(self.accelerator.pad_across_processes(x, dim=1))  # noqa: E731
+        real = self.accelerator.gather((~layout["is_pad"]).int()).bool()
+        step_adv = self.accelerator.gather(out["advantages"])[real]
+        keep = d3s.token_keep_mask(step_adv, gather(entropy)[real], gather(mask)[real], token_ratio)
+        start, count = layout["start"], layout["count"]
+        tool_mask = torch.zeros_like(out["completion_mask"])
+        tool_mask[:count] = keep[start:start + count, :width].to(tool_mask.dtype)
+        out["tool_mask"] = tool_mask  # loss-only: attention still sees every token
+        self._log("d3s/tokens_kept", int(keep.sum()))
         return out
 # === end D3S ===
 
 
-# === DPPO: masks (completion-level importance weights scale the advantages; every row stays)
+# === DPPO: completion level, random pruning in the low-|A| pool, survivors reweighted
 class DPPOTrainer(SelectingGRPOTrainer):
-    """DPPO (arXiv 2603.04135), completion level: `dppo.completion_weights` draws, in the low-|A| pool of
-    each group (completion_scope "group") or of the local batch ("step"), which completions survive
-    (weight 1/(1 - q)) and which are pruned (weight 0). The number pruned is random per process, so rows
-    cannot be dropped; the weights multiply the advantages instead. For beta = 0 that is exactly dppo.py's
-    weighted loss (-min(rho wA, clip(rho) wA) = w times the clipped term for w >= 0), and TRL's normalisers
-    count every row and token of the batch, which is dppo.py's draw-independent normaliser (B G for
-    "grpo", all generated tokens for "dapo"). Exact loss, no savings. beta > 0 is refused: the KL term
-    would not carry the weights."""
+    """DPPO (arXiv 2603.04135), completion level: `dppo.completion_weights` prunes completions of the low-|A|
+    pool of each group (completion_scope "group") or of the whole step ("step") with probability q and
+    weighs the survivors 1/(1 - q). Pruned rows are dropped before the no-grad passes; the survivors'
+    advantages carry the weights (exact for beta = 0: -min(rho wA, clip(rho) wA) = w x the clipped term),
+    and the normalisers stay dppo.py's draw-independent ones: every generated row ("grpo", "dr_grpo") and
+    every generated token ("dapo"). The random draw uses a generator seeded by (seed, step), identical on
+    every process. Prompt-level pruning and packing need a sampler with history and TRL's batching: not here."""
 
     method = "dppo"
 
-    def __init__(self, *args, completion_prune_rate: float = dppo.Args.completion_prune_rate,
-                 completion_pool: float = dppo.Args.completion_pool, completion_scope: str = dppo.Args.completion_scope,
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self.rate, self.pool, self.completion_scope = completion_prune_rate, completion_pool, completion_scope
-        if not 0 <= self.rate < 1 or not 0 <= self.pool <= 1 or (self.rate and self.rate >= self.pool):
-            raise ValueError("dppo: completion_prune_rate must be in [0, completion_pool), completion_pool in [0, 1]")
-        if completion_scope not in ("group", "step") or (completion_scope == "group" and self.local_rows() % self.num_generations):
-            raise ValueError("dppo: completion_scope must be group (whole groups on each process) or step")
-        if self.beta != 0:
-            raise ValueError("dppo: beta > 0 is not supported by the plug-in (the KL term would stay unweighted)")
-
-    def select(self, out, rewards, all_rewards):
-        # A generator per (seed, step, process): reproducible, and independent of what generation consumed.
-        seed = (self.args.seed * 1_000_003 + self.state.global_step) * 1009 + self.accelerator.process_index
-        advantages = out["advantages"]
-        size = self.num_generations if self.completion_scope == "group" else advantages.numel()
-        weights = dppo.completion_weights(advantages, self.rate, size, pool_fraction=self.pool,
-                                          generator=torch.Generator().manual_seed(seed)).to(advantages.device)
-        out["advantages"] = advantages * weights
-        self._log_mean("dppo/completions_kept", (weights > 0).float())
-        return out
+    def select(self, step):
+        args, advantages = self.args, step.advantages.cpu()
+        size = self.num_generations if args.completion_scope == "group" else advantages.numel()
+        weights = dppo.completion_weights(advantages, args.completion_prune_rate, size, args.completion_pool,
+                                          generator=torch.Generator().manual_seed(self._seed(1)))
+        kept = weights.nonzero().flatten()
+        if kept.numel() == 0:  # nothing survived: one row at weight 0, as dppo.py, so the step still runs
+            kept, weights = torch.zeros(1, dtype=torch.long), torch.zeros_like(weights)
+        self._log("dppo/completions_kept", (weights > 0).float().mean().item())
+        self._log("dppo/completions_pruned", (weights == 0).float().mean().item())
+        kept_adv = (advantages[kept] * weights[kept]).to(step.advantages.device)
+        return Selection(kept, kept_adv, num_rows=advantages.numel(), num_tokens=float(step.loss_tokens.sum()))
 # === end DPPO ===
 
 
-TRAINERS = {"grpo": GRPOTrainer, "pods": PODSTrainer, "cppo": CPPOTrainer, "d3s": D3STrainer, "dppo": DPPOTrainer}
+# === DGG: the gate between backward and optimizer.step
+class DGGTrainer(GRPOTrainer):
+    """DGG: K = num_iterations passes over each generation batch (one optimizer step each, steps_per_generation
+    = gradient_accumulation_steps). After pass k's backward (gradients synced across processes, before
+    clipping) `dgg.GradientGate.should_drop` scores the lm_head gradient norm; when it fires, the gradients
+    are set to None, so the optimizer skips every parameter (no step, no moment update, as dgg.py), and
+    the remaining passes over this batch are skipped: the next step generates a new batch. TRL's max_steps
+    counts passes, the dropped one included. The gate's windows are saved with each checkpoint.
+    Not with DeepSpeed or FSDP (the lm_head gradient is sharded or held by the engine)."""
+
+    method = "dgg"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        a = self.args
+        self.gate = dgg.GradientGate(a.gate_window, a.gate_tau, a.gate_statistic, a.gate_scope)
+        self.fired_total = 0
+        if self.accelerator.distributed_type.name in ("DEEPSPEED", "FSDP"):
+            raise ValueError("dgg: the gate needs the whole lm_head gradient; DeepSpeed and FSDP shard it")
+        if not dgg.gated_weight(self.accelerator.unwrap_model(self.model)).requires_grad:
+            raise ValueError("dgg: the lm_head (or the tied embedding) is frozen, e.g. by LoRA: there is no gradient to gate")
+
+    def _clip_grad_norm(self, model):
+        ga, K = self.args.gradient_accumulation_steps, self.num_iterations
+        pass_index = (self._step - 1) // ga % K + 1  # GRPOTrainer counted this step's micro-steps already
+        grad = dgg.gated_weight(self.accelerator.unwrap_model(self.model)).grad
+        g = grad.norm().item() if grad is not None else 0.0
+        drop = self.gate.should_drop(g, pass_index)
+        metrics = self._metrics["train"]
+        metrics["dgg/lm_head_grad_norm"].append(g)
+        metrics["dgg/pass"].append(pass_index)
+        if self.gate.z is not None:
+            metrics["dgg/z"].append(self.gate.z)
+        norm = super()._clip_grad_norm(model)
+        if drop:
+            self.optimizer.zero_grad(set_to_none=True)  # the optimizer skips parameters without a gradient
+            self._step += (K - pass_index) * ga  # end the reuse: the next micro-step generates a new batch
+            self.fired_total += 1
+        metrics["dgg/fired"].append(float(drop))
+        metrics["dgg/fired_total"].append(self.fired_total)
+        return norm
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            state = {"windows": {str(k): list(v) for k, v in self.gate.windows.items()}, "prev": self.gate.prev,
+                     "fired_total": self.fired_total}
+            with open(os.path.join(folder, "dgg_gate.json"), "w") as f:
+                json.dump(state, f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, "dgg_gate.json") if checkpoint else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                state = json.load(f)
+            self.gate.windows = {int(k): deque(v, maxlen=self.gate.window) for k, v in state["windows"].items()}
+            self.gate.prev, self.fired_total = state["prev"], state["fired_total"]
+# === end DGG ===
+
+
+TRAINERS = {"grpo": GRPOTrainer, "pods": PODSTrainer, "cppo": CPPOTrainer, "d3s": D3STrainer, "dppo": DPPOTrainer,
+            "dgg": DGGTrainer}
+CONFIGS = {"grpo": GRPOConfig, "pods": PODSConfig, "cppo": CPPOConfig, "d3s": D3SConfig, "dppo": DPPOConfig,
+           "dgg": DGGConfig}

@@ -1,7 +1,7 @@
-"""scale/: the methods as TRL GRPOTrainer plug-ins, in one process and in two (gloo) on the tiny model.
+"""scale/train.py: flags, batch geometry, the run-folder rules, and short runs in one process and two (gloo).
 
-Skipped where TRL is not installed (pip install -r requirements-scale.txt; CI installs it). Run as a
-script, this file is the worker that the two-process test starts with `accelerate launch`.
+The plug-ins' loss and gradient against the scripts are in tests/test_scale_plugins.py. Run as a script,
+this file is the worker that the two-process test starts with `accelerate launch`.
 """
 
 import json
@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -20,192 +19,147 @@ import torch  # noqa: E402
 pytest.importorskip("trl")
 pytest.importorskip("accelerate")
 
-import cppo  # noqa: E402
-import d3s  # noqa: E402
 import grpo  # noqa: E402
-import pods  # noqa: E402
 from scale import train  # noqa: E402
 from scale import trainers as T  # noqa: E402
 
-# A small step: 4 prompts x 8 completions (CPPO's allocation draws 8 prompts), micro-batches of 16;
-# seed 1 at temperature 1.5 gives mixed groups (most groups of the warm start are all right or all wrong).
-SMALL = ["--seed", "1", "--temperature", "1.5", "--max_steps", "2", "--prompts_per_step", "4", "--num_generations", "8", "--micro_batch_size", "16",
-         "--max_completion_length", "48", "--eval_every", "0", "--eval_size", "8", "--eval_num_samples", "0",
-         "--save_every", "0", "--learning_rate", "1e-3"]
-METHOD_ARGS = {"pods": ["--num_keep", "4"], "cppo": ["--prune_rate", "0.5"],
-               "d3s": ["--max_steps", "1", "--sample_ratio_start", "0.5", "--token_ratio_start", "0.5"],
-               "dppo": ["--max_steps", "1", "--completion_prune_rate", "0.5", "--completion_pool", "0.75"]}
+# A small step: 4 prompts x 8 completions; seed 1 at temperature 1.5 gives mixed groups.
+SMALL = ["--seed", "1", "--temperature", "1.5", "--max_steps", "2", "--prompts_per_step", "4", "--num_generations", "8",
+         "--micro_batch_size", "16", "--max_completion_length", "24", "--eval_every", "0", "--eval_size", "4",
+         "--eval_num_samples", "0", "--save_every", "0", "--learning_rate", "1e-3"]
+METHOD_ARGS = {"pods": ["--num_keep", "4"], "cppo": ["--prune_rate", "0.5", "--allocation", "false"],
+               "d3s": ["--sample_ratio_start", "0.5", "--token_ratio_start", "0.5"],
+               "dppo": ["--completion_prune_rate", "0.5", "--completion_pool", "0.75"],
+               "dgg": ["--num_iterations", "2"]}
 
 
-# ---------------------------------------------------------------------------------------------
-# The worker: run methods through scale/train.py's main and record what each selection did
-# ---------------------------------------------------------------------------------------------
-@contextmanager
-def recording(records: list):
-    """Wrap select, _keep_rows and _compute_loss of the plug-ins; restore them afterwards."""
-    saved = {(cls, name): cls.__dict__[name] for cls in (T.PODSTrainer, T.CPPOTrainer, T.D3STrainer, T.DPPOTrainer)
-             for name in ("select",)}
-    saved[(T.SelectingGRPOTrainer, "_keep_rows")] = T.SelectingGRPOTrainer._keep_rows
-    saved[(T.SelectingGRPOTrainer, "_compute_loss")] = T.SelectingGRPOTrainer.__dict__.get("_compute_loss")
-
-    def wrap_select(original):
-        def select(self, out, rewards, all_rewards):
-            G = self.num_generations
-            before = {k: v.clone() for k, v in out.items() if torch.is_tensor(v)}
-            self._last_kept = None
-            result = original(self, out, rewards, all_rewards)
-            prompts = before["prompt_ids"].view(-1, G, before["prompt_ids"].size(1))
-            loss_mask = result["completion_mask"] * result.get("tool_mask", 1)
-            records.append({
-                "kind": "select", "method": self.method, "rank": self.accelerator.process_index,
-                "step": self.state.global_step, "rewards": rewards.tolist(), "all_rewards": all_rewards.tolist(),
-                "adv_before": before["advantages"].tolist(), "adv_after": result["advantages"].tolist(),
-                "groups_whole": bool((prompts == prompts[:, :1]).all()),
-                "kept": None if self._last_kept is None else self._last_kept.tolist(),
-                "rows_after": result["completion_ids"].size(0), "num_items": int(result["num_items_in_batch"]),
-                "local_loss_tokens": int(loss_mask.sum()),
-                "kept_tokens_before_mask": int(result["completion_mask"].sum()),
-                "kept_rows_match": self._last_kept is None or bool(torch.equal(
-                    result["completion_ids"], before["completion_ids"][self._last_kept.to(before["completion_ids"].device)]))})
-            return result
-        return select
-
-    def keep_rows(self, out, kept):
-        self._last_kept = kept.clone()
-        return saved[(T.SelectingGRPOTrainer, "_keep_rows")](self, out, kept)
-
-    def compute_loss(self, model, inputs):
-        records.append({"kind": "loss", "method": self.method, "rank": self.accelerator.process_index,
-                        "step": self.state.global_step, "rows": inputs["completion_ids"].size(0)})
-        return T.GRPOTrainer._compute_loss(self, model, inputs)
-
-    try:
-        for cls in (T.PODSTrainer, T.CPPOTrainer, T.D3STrainer, T.DPPOTrainer):
-            cls.select = wrap_select(saved[(cls, "select")])
-        T.SelectingGRPOTrainer._keep_rows = keep_rows
-        T.SelectingGRPOTrainer._compute_loss = compute_loss
-        yield records
-    finally:
-        for (cls, name), fn in saved.items():
-            if fn is None:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, fn)
+def records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
 
 
-def run_methods(out_dir: str, methods: list[str]) -> list:
-    records = []
-    with recording(records):
-        for method in methods:
-            train.main(["--method", method, *SMALL, *METHOD_ARGS[method], "--output_dir", out_dir, "--run_name", method])
-    return records
+def test_defaults_and_batch_geometry():
+    """Defaults come from the method script; the geometry bounds the trained micro-batch; the configs are TRL's."""
+    from trl import GRPOConfig
+
+    launch, config, _, _, _, geometry = train.parse(["--method", "pods"])
+    assert isinstance(config, T.PODSConfig) and isinstance(config, GRPOConfig)
+    assert (config.num_generations, config.num_keep, config.learning_rate, config.lr_scheduler_type) == (16, 8, 1e-4, "constant")
+    assert geometry == {"prompts_per_step": 16, "num_processes": 1, "rows_generated_per_process": 256, "rows_trained": 128,
+                        "gradient_accumulation_steps": 2, "per_device_train_batch_size": 128, "trained_rows_per_micro_batch": 64}
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps, config.steps_per_generation) == (128, 2, 2)
+    g = train.batch_geometry("cppo", dict(prompts_per_step=16, num_generations=8, micro_batch_size=64, allocation=True,
+                                          prune_rate=0.75, num_keep=None), 2)
+    assert (g["prompts_per_step"], g["rows_generated_per_process"], g["rows_trained"], g["gradient_accumulation_steps"]) == \
+        (64, 256, 128, 1)
+    assert train.parse(["--method", "dppo"])[1].loss_type == "grpo"
+    assert train.parse(["--method", "dgg"])[1].num_iterations == 4
+    # every GRPOConfig field is a flag: here vLLM's server address and a TRL-only loss
+    config = train.parse(["--method", "cppo", "--vllm_server_host", "10.0.0.2", "--loss_type", "bnpo"])[1]
+    assert (config.vllm_server_host, config.loss_type) == ("10.0.0.2", "bnpo")
 
 
-# ---------------------------------------------------------------------------------------------
-# What every run must show
-# ---------------------------------------------------------------------------------------------
-def check_records(records: list, out_dir: str, methods: list[str], num_processes: int):
-    selects = [r for r in records if r["kind"] == "select"]
-    for method in methods:
-        mine = [r for r in selects if r["method"] == method]
-        assert mine and {r["rank"] for r in mine} == set(range(num_processes))
-        for step in {r["step"] for r in mine}:
-            at = [r for r in mine if r["step"] == step]
-            rows = {r["rows_after"] for r in at}
-            assert len(rows) == 1, f"{method}: kept counts differ across processes {rows}"
-            assert sum(r["local_loss_tokens"] for r in at) == at[0]["num_items"]  # dapo's normaliser, recounted
-            trained = [r["rows"] for r in records if r["kind"] == "loss" and r["method"] == method and r["step"] == step]
-            assert sum(trained) == rows.pop() * num_processes  # TRL trains on the kept rows, and only those
-        for r in mine:
-            assert r["kept_rows_match"]
-            check_selection(method, r)
-        assert any(any(a != 0 for a in r["adv_after"]) for r in mine)  # the checks saw a learning signal
-        with open(os.path.join(out_dir, method, "metrics.jsonl")) as f:
-            logged = [json.loads(line) for line in f]
-        assert len(logged) == (1 if method in ("d3s", "dppo") else 2)
-        assert all(f"{method}/" + name in rec for rec in logged for name in
-                   {"pods": ["kept_fraction", "reward_var_before", "reward_var_after"],
-                    "cppo": ["kept_fraction", "abs_adv_kept", "abs_adv_pruned", "prompts_per_step"],
-                    "d3s": ["sample_ratio", "token_ratio", "samples_kept", "tokens_kept"],
-                    "dppo": ["completions_kept"]}[method])
-        assert all(rec["reward"] == rec["reward"] and "loss" in rec for rec in logged)  # no NaN
-        with open(os.path.join(out_dir, method, "config.json")) as f:
-            assert json.load(f)["geometry"]["num_processes"] == num_processes
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "pods", "--num_keepp", "4"], "unrecognized arguments: --num_keepp"),
+    (["--method", "pods", "--num_keep", "1"], "num_keep must be in"),
+    (["--method", "nope"], "unknown --method"),
+    (["--method", "dppo", "--beta", "0.04"], "beta > 0 needs"),
+    (["--method", "grpo", "--prompts_per_step", "3", "--num_generations", "3"], None),
+    (["--method", "grpo", "--learning_rate", "nan"], "finite"),
+    (["--method", "pods", "--per_device_train_batch_size", "16", "--prompts_per_step", "4"], "not both"),
+    (["--method", "cppo", "--dataset_name", "x.jsonl"], "needs --reward_funcs"),
+    (["--method", "cppo", "--run_name", "../escaped"], "plain folder name"),
+])
+def test_bad_flags_are_one_line(flags, message, tmp_path):
+    if message is None:  # 9 rows cannot split over 2 processes
+        with pytest.raises(SystemExit, match="do not split over 2"):
+            train.batch_geometry("grpo", dict(prompts_per_step=3, num_generations=3, micro_batch_size=8,
+                                              allocation=False, prune_rate=None, num_keep=None), 2)
+        return
+    with pytest.raises(SystemExit, match="^error: .*" + message):
+        train.main([*flags, "--output_dir", str(tmp_path), "--model", "/nonexistent"])
 
 
-def check_selection(method: str, r: dict):
-    rewards, before, after = torch.tensor(r["rewards"]), torch.tensor(r["adv_before"]), torch.tensor(r["adv_after"])
-    G = 8
-    if method == "pods":  # exactly m per prompt, chosen by pods.py's rule, advantages recomputed on the kept m
-        assert r["groups_whole"]
-        expected = torch.cat([g * G + pods.select_max_variance(rewards[g * G:(g + 1) * G], 4) for g in range(len(rewards) // G)])
-        assert r["kept"] == expected.tolist()
-        assert torch.allclose(after, pods.group_advantages(rewards[expected], 4), atol=1e-6)
-        assert all(len([k for k in r["kept"] if k // G == g]) == 4 for g in range(len(rewards) // G))
-    elif method == "cppo":  # the rollouts prune_completions keeps on this process, advantages as TRL made them
-        assert r["kept"] == cppo.prune_completions(before, 0.5).tolist()
-        assert torch.equal(after, before[r["kept"]])
-    elif method == "d3s":  # max-Var(A) half of the rows, then half of their tokens (as a loss-only mask)
-        assert r["kept"] == d3s.select_max_variance(before, len(before) // 2).tolist()
-        assert torch.equal(after, before[r["kept"]])
-        assert r["local_loss_tokens"] == int(0.5 * r["kept_tokens_before_mask"] + 1e-9)
-    elif method == "dppo":  # every row stays; pruned completions get weight 0, survivors 1 / (1 - q)
-        q = 0.5 * G / 6  # rate n / pool size; the pool is the ceil(0.75 x 8) = 6 smallest |A| of each group
-        for g in range(len(before) // G):
-            pool = set(torch.sort(before[g * G:(g + 1) * G].abs(), stable=True).indices[:6].tolist())
-            for i in range(G):
-                a, b = after[g * G + i].item(), before[g * G + i].item()
-                if i not in pool:
-                    assert a == b
-                else:
-                    assert a == 0 or abs(a - b / (1 - q)) < 1e-5
+def test_cli_unknown_flag_is_one_line():
+    proc = subprocess.run([sys.executable, "scale/train.py", "--method", "pods", "--num_keepp", "4"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == \
+        "error: unrecognized arguments: --num_keepp 4 (see --help)", proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
-# ---------------------------------------------------------------------------------------------
-# The tests
-# ---------------------------------------------------------------------------------------------
-def test_flags_and_batch_geometry():
-    """Defaults come from the method script; the geometry puts whole groups on each process; bad input is one error line."""
-    args = train.resolve(train.ScaleArgs(method="pods"))
-    assert (args.num_generations, args.num_keep, args.micro_batch_size) == (16, 8, 64)
-    assert train.batch_geometry(args, 1) == {
-        "prompts_per_step": 16, "num_processes": 1, "rows_generated_per_process": 256, "rows_trained_per_process": 128,
-        "gradient_accumulation_steps": 2, "per_device_train_batch_size": 128, "trained_rows_per_micro_batch": 64}
-    args = train.resolve(train.ScaleArgs(method="cppo", prune_rate=0.75))
-    g = train.batch_geometry(args, 2)  # allocation: 64 prompts x 8, 256 rows per process, 64 kept
-    assert (g["prompts_per_step"], g["rows_generated_per_process"], g["rows_trained_per_process"],
-            g["gradient_accumulation_steps"], g["per_device_train_batch_size"]) == (64, 256, 64, 1, 256)
-    assert train.resolve(train.ScaleArgs(method="dppo")).loss_type == "grpo"
-    assert train.resolve(train.ScaleArgs(method="grpo")).allocation is False
-    bad = [(dict(method="pods", prompts_per_step=3), 2, "whole groups"),
-           (dict(method="pods", num_keep=20), 1, "--num_keep"),
-           (dict(method="nope"), 1, "unknown --method"),
-           (dict(method="dppo", beta=0.04), 1, "--beta 0"),
-           (dict(method="grpo", prompts_per_step=3, num_generations=3, micro_batch_size=8), 2, "split over 2")]
-    for kwargs, procs, message in bad:
-        with pytest.raises(SystemExit, match=message):
-            train.batch_geometry(train.resolve(train.ScaleArgs(**kwargs)), procs)
+def test_run_folder_rules(tiny_path, tmp_path, monkeypatch):
+    """A used folder is refused; --resume needs a checkpoint and the same training flags; --overwrite replaces
+    only the run's files; a resumed run finishes with final/; metrics.jsonl has every step at num_iterations 2."""
+    base = ["--method", "pods", *SMALL, *METHOD_ARGS["pods"], "--output_dir", str(tmp_path), "--run_name", "r",
+            "--num_iterations", "2", "--beta", "0.04"]
+    with pytest.raises(SystemExit, match="no checkpoint-N folder"):
+        train.main([*base, "--resume"])
+    out = train.main([*base, "--save_every", "1"])
+    run = out["run_dir"]
+    assert run == os.path.join(str(tmp_path), "r") and os.path.isdir(os.path.join(run, "final"))
+    logged = records(run)
+    assert [r["step"] for r in logged] == [0, 1]  # the reuse step (no new rewards) is recorded too
+    assert "reward" in logged[0] and "reward" not in logged[1] and all("loss" in r for r in logged)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.main(base)
+    with pytest.raises(SystemExit, match=r"learning_rate: 0\.001 -> 0\.5"):
+        train.main([*base, "--save_every", "1", "--resume", "--learning_rate", "0.5"])
+    open(os.path.join(run, "notes.txt"), "w").close()
+    out = train.main([*base, "--save_every", "1", "--resume", "--max_steps", "3"])  # max_steps may change
+    assert out["trainer"].state.global_step == 3 and [r["step"] for r in records(run)] == [0, 1, 2]
+    train.main([*base, "--overwrite", "--max_steps", "1"])
+    assert os.path.exists(os.path.join(run, "notes.txt")) and not any(n.startswith("checkpoint-") for n in os.listdir(run))
+    assert len(records(run)) == 1
 
 
-def test_bad_flags_fail_before_any_model_loads(monkeypatch):
-    with pytest.raises(SystemExit, match="^error: --num_keep"):
-        train.main(["--method", "pods", "--num_keep", "1"])
-    # `accelerate launch --cpu --num_processes 2` starts one process: say so instead of training alone.
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(SystemExit, match="starts one process"):
-        train.main(["--method", "pods"])
+def test_custom_dataset_and_lora(tiny_path, tmp_path):
+    """--dataset_name with --reward_funcs, and LoRA (PEFT on a CPU) for two steps."""
+    pytest.importorskip("peft")
+    from common.tasks import load_task
+
+    data = tmp_path / "data.jsonl"
+    with open(data, "w") as f:
+        for row in load_task("add", eval_size=2).train[:16]:
+            f.write(json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) + "\n")
+    out = train.main(["--method", "cppo", *SMALL, *METHOD_ARGS["cppo"], "--output_dir", str(tmp_path), "--run_name", "lora",
+                      "--dataset_name", str(data), "--reward_funcs", "correctness_reward", "--use_peft", "--lora_r", "4",
+                      "--lora_target_modules", "q_proj", "v_proj", "--model", tiny_path])
+    trainer = out["trainer"]
+    lora = {n: p for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # the adapters trained (lora_B starts at 0)
+    assert all(not p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" not in n)
+    assert len(records(out["run_dir"])) == 2 and os.path.exists(os.path.join(out["run_dir"], "final", "adapter_config.json"))
 
 
-@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
-def test_trl_loss_and_gradient_equal_grpo_py(tiny_path, tmp_path, loss_type):
-    """On one fixed batch TRL's GRPO loss and gradient are grpo.py's (ratios off 1, so the clip matters; KL on).
+def test_dgg_gate_skips_the_update_and_the_remaining_passes(tiny_path, tmp_path, monkeypatch):
+    """When the gate fires at pass 2, the optimizer sees no gradient (weights and Adam state unchanged) and the
+    next step generates a new batch instead of running pass 3."""
+    fired = []
+    monkeypatch.setattr(T.dgg.GradientGate, "should_drop", lambda self, g, k: fired.append(k) or k == 2)
+    generated = []
+    original = T.GRPOTrainer._generate_and_score_completions
+    monkeypatch.setattr(T.GRPOTrainer, "_generate_and_score_completions",
+                        lambda self, inputs: generated.append(self.state.global_step) or original(self, inputs))
+    weights = []
+    from transformers import TrainerCallback
 
-    Normalisers: TRL's "grpo" averages per micro-batch and divides by the accumulation steps, equal to
-    grpo.py's whole-step sequence mean when micro-batches (and processes) have equal row counts; "dapo"
-    divides by num_items_in_batch x (GA / steps_per_generation) / processes, the step's token count when
-    steps_per_generation = GA (TRL's default); "dr_grpo" by rows x max_completion_length, as grpo.py."""
+    class Watch(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            weights.append(model.lm_head.weight.detach().clone())
+
+    out = train.main(["--method", "dgg", *SMALL, "--num_iterations", "3", "--max_steps", "3", "--output_dir", str(tmp_path),
+                      "--run_name", "gate"], callbacks=[Watch()])
+    assert fired == [1, 2, 1]  # pass 3 of the first batch never ran
+    logged = records(out["run_dir"])
+    assert [r["dgg/pass"] for r in logged] == [1, 2, 1] and [r["dgg/fired"] for r in logged] == [0, 1, 0]
+    assert logged[-1]["dgg/fired_total"] == 1 and logged[0]["dgg/lm_head_grad_norm"] > 0
+    assert generated == [0, 2]  # a new batch at the third step
+    assert torch.equal(weights[0], weights[1])  # the dropped pass changed nothing
+
+
+def test_trl_loss_and_gradient_equal_grpo_py(tiny_path, tmp_path):
+    """On one fixed batch TRL's GRPO loss and gradient are grpo.py's (ratios off 1, so the clip matters; KL on)."""
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -229,64 +183,78 @@ def test_trl_loss_and_gradient_equal_grpo_py(tiny_path, tmp_path, loss_type):
     gen = torch.Generator().manual_seed(1)
     old, ref = base + 0.3 * torch.randn(N, L, generator=gen), base + 0.3 * torch.randn(N, L, generator=gen)
     beta = 0.04
-    # Two TRL 1.16 defaults differ from grpo.py, and scale/train.py turns both off: bf16 autocast (on a CPU
-    # too) and use_bias_correction_kl (the KL term times the ratio, which changes its gradient at beta > 0).
     cfg = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=N, num_generations=G, bf16=False,
-                     use_bias_correction_kl=False,
-                     max_completion_length=L_max, loss_type=loss_type, beta=beta, epsilon=0.2, use_cpu=True,
+                     use_bias_correction_kl=False, max_completion_length=L_max, beta=beta, epsilon=0.2, use_cpu=True,
                      report_to="none", save_strategy="no")
     trainer = T.GRPOTrainer(model=model, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
                             train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]))
     trainer.current_gradient_accumulation_steps = 1
     model = trainer.model.train()
-    inputs = {"prompt_ids": prompt_ids[owner], "prompt_mask": prompt_mask[owner], "completion_ids": completion_ids,
-              "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": completion_mask.sum(),
-              "old_per_token_logps": old, "ref_per_token_logps": ref}
-    trl_loss = trainer.compute_loss(model, inputs)
-    trl_loss.backward()
-    trl_loss, theirs = trl_loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    logp, _ = per_token_logps(model, ids, attention, L)
-    token_loss, low, high = grpo.clipped_token_loss(logp, old, advantages, 0.2, 0.2, ref, beta)
-    assert low.any() or high.any()  # the batch exercises the clip
-    loss = grpo.aggregate_loss(token_loss, completion_mask, loss_type, N, int(completion_mask.sum()), L_max)
-    loss.backward()
-    assert abs(loss.item() - trl_loss) < 1e-5 * max(1.0, abs(loss.item()))
-    for n, p in model.named_parameters():
-        assert torch.allclose(p.grad, theirs[n], rtol=1e-4, atol=1e-7), n
-    assert sum(g.abs().sum() for g in theirs.values()) > 0
+    for loss_type in ("dapo", "grpo", "dr_grpo"):  # the normalisers, see grpo.aggregate_loss
+        trainer.loss_type = loss_type
+        model.zero_grad()
+        inputs = {"prompt_ids": prompt_ids[owner], "prompt_mask": prompt_mask[owner], "completion_ids": completion_ids,
+                  "completion_mask": completion_mask, "advantages": advantages, "num_items_in_batch": completion_mask.sum(),
+                  "old_per_token_logps": old, "ref_per_token_logps": ref}
+        trl_loss = trainer.compute_loss(model, inputs)
+        trl_loss.backward()
+        trl_loss, theirs = trl_loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        logp, _ = per_token_logps(model, ids, attention, L)
+        token_loss, low, high = grpo.clipped_token_loss(logp, old, advantages, 0.2, 0.2, ref, beta)
+        assert low.any() or high.any()  # the batch exercises the clip
+        loss = grpo.aggregate_loss(token_loss, completion_mask, loss_type, N, int(completion_mask.sum()), L_max)
+        loss.backward()
+        assert abs(loss.item() - trl_loss) < 1e-5 * max(1.0, abs(loss.item())), loss_type
+        for n, p in model.named_parameters():
+            assert torch.allclose(p.grad, theirs[n], rtol=1e-4, atol=1e-7), (loss_type, n)
 
 
-def test_plugins_one_process(tiny_path, tmp_path):
-    """PODS, CPPO, D3S and DPPO for a step or two in this process, checked against the scripts' functions."""
-    methods = ["pods", "cppo", "d3s", "dppo"]
-    check_records(run_methods(str(tmp_path), methods), str(tmp_path), methods, 1)
-
-
-def test_plugins_two_processes(tiny_path, tmp_path):
-    """The same under `accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): no hang, equal kept
-    counts on both processes, selections as the scripts' functions make them, our metric names logged."""
+def test_two_processes_through_the_launcher(tiny_path, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): PODS and DPPO (random kept counts, so
+    padding) with gradient accumulation 2, no hang, the same rows on both processes, every step logged."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    methods = ["pods", "cppo", "d3s"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-           os.path.abspath(__file__), str(tmp_path), *methods]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+           os.path.abspath(__file__), str(tmp_path), "pods", "dppo"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    records = []
-    for rank in range(2):
-        with open(tmp_path / f"records_rank{rank}.json") as f:
-            records += json.load(f)
-    check_records(records, str(tmp_path), methods, 2)
+    for method in ("pods", "dppo"):
+        with open(tmp_path / method / "config.json") as f:
+            geometry = json.load(f)["geometry"]
+        assert geometry["num_processes"] == 2 and geometry["gradient_accumulation_steps"] == 2
+        logged = records(tmp_path / method)
+        assert len(logged) == 2 and all(r["loss"] == r["loss"] and "reward" in r for r in logged)
+        for r in logged:
+            assert r["scale/rows_trained"] + r["scale/padding_rows"] == 2 * 2 * -(-r["scale/rows_trained"] // 4)
+        with open(tmp_path / f"{method}_rows.json") as f:
+            rows = json.load(f)
+        assert rows["0"] == rows["1"]  # every micro-step trained as many rows on each process
+    assert all(r["pods/kept_fraction"] == 0.5 for r in records(tmp_path / "pods"))
 
 
-if __name__ == "__main__":  # the worker of test_plugins_two_processes
+if __name__ == "__main__":  # the worker of test_two_processes_through_the_launcher
     torch.set_num_threads(1)
     out_dir, methods = sys.argv[1], sys.argv[2:]
-    records = run_methods(out_dir, methods)
-    rank = int(os.environ.get("RANK", 0))
-    with open(os.path.join(out_dir, f"records_rank{rank}.json"), "w") as f:
-        json.dump(records, f)
+    for method in methods:
+        seen = []
+        original = T.SelectingGRPOTrainer._compute_loss
+
+        def counting(self, model, inputs, original=original, seen=seen):
+            seen.append(inputs["completion_ids"].size(0))
+            return original(self, model, inputs)
+
+        T.SelectingGRPOTrainer._compute_loss = counting
+        # 16 kept rows (PODS) or up to 32 (DPPO) over 2 processes, at most 4 or 8 per micro-batch: GA 2 for both
+        out = train.main(["--method", method, *SMALL, *METHOD_ARGS[method], "--micro_batch_size", {"pods": "4", "dppo": "8"}[method],
+                          "--output_dir", out_dir, "--run_name", method])
+        T.SelectingGRPOTrainer._compute_loss = original
+        rank = out["trainer"].accelerator.process_index
+        everyone = [None, None]
+        torch.distributed.all_gather_object(everyone, seen)
+        if rank == 0:
+            with open(os.path.join(out_dir, f"{method}_rows.json"), "w") as f:
+                json.dump({"0": everyone[0], "1": everyone[1]}, f)
