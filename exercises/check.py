@@ -58,7 +58,10 @@ def call(fn, *args, **kwargs):
 def same(expected, got) -> bool:
     """Equal values; a tensor must match in shape and kind (long and bool exactly, floats to 1e-6)."""
     if not isinstance(expected, torch.Tensor):
-        return got == expected
+        try:
+            return bool(got == expected)
+        except Exception:  # e.g. an array where a list of bools was expected
+            return False
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         return False
     if expected.is_floating_point():
