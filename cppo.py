@@ -41,7 +41,7 @@ DIFF_BUDGET = 39  # === CPPO: changed code lines against grpo.py, checked by tes
 @dataclass
 class Args:
     # --- model and data
-    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 shipped in common/tiny_model; tiny:SEED builds another"})
     task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
     dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
@@ -135,7 +135,7 @@ def prune_completions(advantages: torch.Tensor, prune_rate: float, group_size: i
     group_size=None prunes across the whole step; otherwise each group keeps size - floor(size P)."""
     scores = advantages.detach().abs().cpu()
     if group_size is not None:
-        keep = group_size - int(group_size * prune_rate + 1e-9)  # 1e-9: 0.7 * 10 must floor to 7, not 6
+        keep = group_size - int(group_size * prune_rate + 1e-9)  # 1e-9: 50 * 0.58 is 28.999999999999996 in floating point and must floor to 29
         order = torch.sort(scores.view(-1, group_size), dim=1, descending=True, stable=True).indices[:, :keep]
         return (order + group_size * torch.arange(order.size(0)).unsqueeze(1)).flatten().sort().values
     keep = scores.numel() - int(scores.numel() * prune_rate + 1e-9)

@@ -48,7 +48,7 @@ DIFF_BUDGET = 150  # === DPPO: changed code lines against grpo.py, checked by te
 @dataclass
 class Args:
     # --- model and data
-    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 shipped in common/tiny_model; tiny:SEED builds another"})
     task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
     dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})
@@ -184,7 +184,7 @@ def completion_weights(advantages: torch.Tensor, rate: float, group_size: int, p
     q = rate * group_size / pool_size  # < 1 because rate < pool_fraction
     pool = torch.sort(a, dim=1, stable=True).indices[:, :pool_size]
     keep = torch.rand(pool.shape, generator=generator) >= q
-    return weights.scatter_(1, pool, keep.float() / (1 - q)).view(-1)
+    return weights.scatter_(1, pool, keep.to(weights.dtype) / (1 - q)).view(-1)
 
 
 def pack_microbatches(lengths, max_tokens: int, window: int) -> list[list[int]]:

@@ -42,7 +42,7 @@ DIFF_BUDGET = 52  # === PODS: changed code lines against grpo.py, checked by tes
 @dataclass
 class Args:
     # --- model and data
-    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 (built on first use)"})
+    model: str = field(default="tiny", metadata={"help": "hub id or local path; 'tiny' = the offline tiny Qwen2 shipped in common/tiny_model; tiny:SEED builds another"})
     task: str = field(default="add", metadata={"help": "add (offline synthetic), gsm8k or math"})
     dataset_path: str | None = field(default=None, metadata={"help": "local .json/.jsonl/.parquet instead of the hub dataset"})
     seed: int = field(default=0, metadata={"help": "seed of the prompt stream, sampling and everything else"})

@@ -47,7 +47,8 @@ def test_against_a_reference_sort():
 
 
 def test_floors_and_degenerate_steps():
-    assert len(prune(torch.zeros(10), 0.7)) == 3  # floor(10 * 0.7) = 7 dropped, despite 0.7 * 10 = 6.999...
+    assert len(prune(torch.zeros(10), 0.7)) == 3  # floor(10 * 0.7) = 7 dropped
+    assert len(prune(torch.zeros(50), 0.58)) == 21  # floor(50 * 0.58) = 29 dropped, though 50 * 0.58 = 28.999...
     assert prune(torch.zeros(5), 0.5).tolist() == [0, 1, 2]  # all-zero advantages: the lowest indices survive
     assert prune(torch.ones(4), 0.0).tolist() == [0, 1, 2, 3]
     assert prune(torch.tensor([0.1]), 0.9).tolist() == [0]  # something always survives: floor(N P) < N
