@@ -128,6 +128,8 @@ CHECKS = {
          lambda r, rs: r["dgg/fired_at_pass"] > 0),
     ],
 }
+# Parts that the demo cannot show acting at the script's defaults, with the extra run where they do (the page says why).
+IDLE_AT_DEFAULTS = {("gvm_raft", "RAFT++'s ratio clip")}
 # Extra saved runs shown in a page's demo block: (file stem, the flags beyond DEMO_FLAGS, what it shows).
 EXTRA_RUNS = {"gvm_raft": [("gvm_raft_spg2", ["--max_steps", "20", "--steps_per_generation", "2"],
                             "with two optimiser steps per rollout batch")]}
@@ -254,13 +256,27 @@ def results_block(method: str, root: str) -> str:
             "every column, per-seed rows and the statistics are there).\n\n" + "\n".join(out))
 
 
+def merge_flags(flags) -> list[str]:
+    """`--name value` pairs with a repeated flag given once, at its first place, with its last value (as
+    the parser reads it); anything that is not pairs is returned unchanged."""
+    flags = list(flags)
+    if len(flags) % 2 or not all(f.startswith("--") for f in flags[::2]):
+        return flags
+    merged = dict(zip(flags[::2], flags[1::2]))  # later pairs overwrite earlier values in place
+    return [x for pair in merged.items() for x in pair]
+
+
+def command(script: str, flags) -> str:
+    return shlex.join(["python", script, *merge_flags(flags)])
+
+
 def configs_block(method: str, root: str) -> str:
     sys.path.insert(0, root)
     try:
         harness = importlib.import_module("benchmarks.harness")
     finally:
         sys.path.remove(root)
-    rows = [f"| `{name}` | `{shlex.join(['python', script, *flags])}` |"
+    rows = [f"| `{name}` | `{command(script, flags)}` |"
             for name, (script, flags) in harness.CONFIGS.items() if owns(method, name)]
     if not rows:
         return "No benchmark config belongs to this method.\n"
@@ -299,7 +315,7 @@ def demo_line(check, records) -> str:
 
 def demo_block(method: str, root: str) -> str:
     script = f"{method}.py"
-    out = [f"`python {script} {shlex.join(DEMO_FLAGS)}` (saved: "
+    out = [f"`{command(script, DEMO_FLAGS)}` (saved: "
            f"[`runs/{method}.jsonl`](runs/{method}.jsonl)); where each part of the method acts:", ""]
     path = run_path(method, root)
     if not os.path.isfile(path):
@@ -309,7 +325,7 @@ def demo_block(method: str, root: str) -> str:
     for stem, flags, what in EXTRA_RUNS.get(method, []):
         if os.path.isfile(run_path(stem, root)):
             extra = load_records(run_path(stem, root))
-            out += ["", f"The same {what}: `python {script} {shlex.join(DEMO_FLAGS[2:] + flags)}` (saved: "
+            out += ["", f"The same {what}: `{command(script, DEMO_FLAGS + flags)}` (saved: "
                     f"[`runs/{stem}.jsonl`](runs/{stem}.jsonl)):", ""]
             out += [demo_line(c, extra) for c in CHECKS[method]]
     first = next((r for r in records if "eval/sampled_acc" in r), None)
@@ -341,7 +357,7 @@ def import_run(method: str, run_dir: str, root: str, stem: str | None = None, ex
         fail(f"{run_dir} is not a finished run folder (config.json and metrics.jsonl)")
     config = json.loads(read(config_path))
     defaults = {f.name: f.default for f in dataclasses.fields(script_args(method, root))}
-    flags = list(DEMO_FLAGS) + list(extra_flags)
+    flags = merge_flags(list(DEMO_FLAGS) + list(extra_flags))
     wanted = {**defaults, **{flags[i].lstrip("-"): flags[i + 1] for i in range(0, len(flags), 2)}}
     differ = [k for k, v in wanted.items() if k not in FREE_FLAGS and str(config.get(k)) != str(v)
               and not _same_number(config.get(k), v)]
@@ -425,7 +441,7 @@ def draw_figure(method: str, root: str) -> str | None:
         ax.tick_params(labelsize=7)
         if len(keys) > 1 or keys == ["gvm/allocation"]:
             ax.legend(fontsize=6)
-    fig.suptitle(f"python {method}.py {' '.join(DEMO_FLAGS)}", fontsize=9)
+    fig.suptitle(command(f"{method}.py", DEMO_FLAGS), fontsize=9)
     fig.tight_layout()
     out = os.path.join(root, "docs", "methods", "img", f"{method}.png")
     os.makedirs(os.path.dirname(out), exist_ok=True)
