@@ -27,6 +27,7 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -89,8 +90,8 @@ CHECKS = {
     "cppo": [
         ("completion pruning", "`cppo/kept_fraction` < 1", "completions were dropped before the update",
          lambda r, rs: r["cppo/kept_fraction"] < 1),
-        ("dynamic allocation", "`cppo/prompts_per_step` > the flag `prompts_per_step`",
-         "more prompts drawn than GRPO's B", lambda r, rs: r["cppo/prompts_per_step"] > default("cppo", "prompts_per_step")),
+        ("dynamic allocation", "`cppo/prompts_per_step` > the flag `prompts_per_step`", "more prompts drawn than GRPO's B",
+         lambda r, rs: r["cppo/prompts_per_step"] > default("cppo", "prompts_per_step")),
     ],
     "dppo": [
         ("prompt level (before the rollout)", "`dppo/prompts_pruned` > 0", "a revisited, pooled prompt was skipped",
@@ -316,7 +317,8 @@ def demo_line(check, records) -> str:
 def demo_block(method: str, root: str) -> str:
     script = f"{method}.py"
     out = [f"`{command(script, DEMO_FLAGS)}` (saved: "
-           f"[`runs/{method}.jsonl`](runs/{method}.jsonl)); where each part of the method acts:", ""]
+           f"[`runs/{method}.jsonl`](runs/{method}.jsonl)); where each part of the method acts (steps count from 0, "
+           "as `step` does in metrics.jsonl):", ""]
     path = run_path(method, root)
     if not os.path.isfile(path):
         return f"No saved demo run yet (`python -m tools.method_pages --import-run {method} RUN_DIR`).\n"
@@ -387,7 +389,7 @@ PANELS = {
     "grpo": [("groups with zero reward std", ["frac_reward_zero_std"]), ("tokens trained per step", ["tokens/trained"])],
     "pods": [("reward variance of a group", ["pods/reward_var_before", "pods/reward_var_after"])],
     "cppo": [("|A| of kept and pruned completions", ["cppo/abs_adv_kept", "cppo/abs_adv_pruned"]),
-             ("fraction of completions kept", ["cppo/kept_fraction"])],
+             ("groups with zero reward std", ["frac_reward_zero_std"])],
     "dppo": [("fraction pruned", ["dppo/prompts_pruned", "dppo/completions_pruned"]),
              ("packing density", ["pack/density", "pack/density_unpacked"])],
     "d3s": [("keep ratios (schedule)", ["d3s/sample_ratio", "d3s/token_ratio"]),
@@ -437,7 +439,7 @@ def draw_figure(method: str, root: str) -> str | None:
             ax.plot(xs, ys, marker="o" if key == "eval/sampled_acc" else None, ms=3, lw=1,
                     label=key.split("/")[-1] if len(keys) > 1 else None)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("steps done", fontsize=8)
         ax.tick_params(labelsize=7)
         if len(keys) > 1 or keys == ["gvm/allocation"]:
             ax.legend(fontsize=6)
@@ -509,9 +511,7 @@ def main(argv=None) -> int:
             print(f"{path} is out of date: run python -m tools.method_pages")
         return 1 if stale or missing else 0
     if not a.no_figures:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("matplotlib") is None:
             print("matplotlib is not installed: figures left as they are (pip install matplotlib)")
         else:
             for method in METHODS:
