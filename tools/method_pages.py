@@ -334,8 +334,9 @@ def demo_block(method: str, root: str) -> str:
     last = next((r for r in reversed(records) if "eval_after/sampled_acc" in r), None)
     if first and last:
         out += ["", f"Held-out sampled accuracy (128 problems, 4 samples each) {first['eval/sampled_acc']:.3f} at the "
-                f"warm start, {last['eval_after/sampled_acc']:.3f} after {last['step'] + 1} steps (one seed: the "
-                f"results below are the statistics)."]
+                f"warm start, {last['eval_after/sampled_acc']:.3f} after {last['step'] + 1} steps"
+                + (". " if method == "grpo" else "; the figure repeats grpo.py's demo run for comparison. ")
+                + "One seed: only the results below, over several seeds, can rank methods."]
     return "\n".join(out) + "\n"
 
 
@@ -385,6 +386,7 @@ def _same_number(a, b) -> bool:
 
 # ------------------------------------------------------------------------------------------------ figures
 # Per method: panels of (title, keys drawn in it); every figure starts with reward and held-out accuracy.
+# "grpo:KEY" draws KEY from grpo.py's saved demo run, for comparison.
 PANELS = {
     "grpo": [("groups with zero reward std", ["frac_reward_zero_std"]), ("tokens trained per step", ["tokens/trained"])],
     "pods": [("reward variance of a group", ["pods/reward_var_before", "pods/reward_var_after"])],
@@ -393,7 +395,7 @@ PANELS = {
     "dppo": [("fraction pruned", ["dppo/prompts_pruned", "dppo/completions_pruned"]),
              ("packing density", ["pack/density", "pack/density_unpacked"])],
     "d3s": [("keep ratios (schedule)", ["d3s/sample_ratio", "d3s/token_ratio"]),
-            ("tokens trained per step", ["tokens/trained"])],
+            ("tokens trained per step", ["tokens/trained", "grpo:tokens/trained"])],
     "gvm_raft": [("samples per prompt n_i", ["gvm/allocation"]),
                  ("pilot acceptance rate", ["gvm/accept_rate_mean"])],
     "dgg": [("passes applied per batch", ["dgg/passes"]),
@@ -424,7 +426,8 @@ def draw_figure(method: str, root: str) -> str | None:
     import matplotlib.pyplot as plt
 
     records = load_records(path)
-    panels = [("reward (training batch)", ["reward"]), ("held-out sampled accuracy", ["eval/sampled_acc"])]
+    accuracy = ["eval/sampled_acc"] + (["grpo:eval/sampled_acc"] if method != "grpo" else [])
+    panels = [("reward (training batch)", ["reward"]), ("held-out sampled accuracy", accuracy)]
     panels += PANELS[method]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), dpi=90)
     for ax, (title, keys) in zip(axes, panels):
@@ -435,13 +438,15 @@ def draw_figure(method: str, root: str) -> str | None:
                 ax.fill_between(steps, lo, hi, alpha=0.3, label="min to max")
                 ax.plot(steps, [sum(r[key]) / len(r[key]) for r in records], lw=1, label="mean")
                 continue
-            xs, ys = series(records, key)
-            ax.plot(xs, ys, marker="o" if key == "eval/sampled_acc" else None, ms=3, lw=1,
-                    label=key.split("/")[-1] if len(keys) > 1 else None)
+            other, _, name = key.rpartition(":")
+            xs, ys = series(load_records(run_path(other, root)) if other else records, name)
+            label = f"{other or method}.py" if other or any(":" in k for k in keys) else name.split("/")[-1]
+            ax.plot(xs, ys, marker="o" if name == "eval/sampled_acc" else None, ms=3, lw=1,
+                    label=label if len(keys) > 1 else None)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("steps done", fontsize=8)
         ax.tick_params(labelsize=7)
-        if len(keys) > 1 or keys == ["gvm/allocation"]:
+        if len(keys) > 1 or keys == ["gvm/allocation"]:  # one legend for every panel with more than one line
             ax.legend(fontsize=6)
     fig.suptitle(command(f"{method}.py", DEMO_FLAGS), fontsize=9)
     fig.tight_layout()
