@@ -3,6 +3,7 @@
     python -m tools.method_pages             # refresh every page's generated blocks, then the figures
     python -m tools.method_pages --check     # exit 1, naming each page whose blocks are out of date
     python -m tools.method_pages --import-run dppo /tmp/docruns/dppo_add_seed0   # keep a demo run, compactly
+    python -m tools.method_pages --import-run gvm_raft RUN_DIR --extra           # ... or the method's extra run
 
 A page marks each generated block with a pair of HTML comments; the text between them is replaced:
 
@@ -17,7 +18,8 @@ A page marks each generated block with a pair of HTML comments; the text between
     ... each closed by <!-- code:end -->, <!-- results:end -->, and so on.
 
 The method is the page's file name (docs/methods/pods.md -> pods). A demo run is the script at its
-defaults but shorter (DEMO_FLAGS); `--import-run` refuses a run with any other setting and keeps
+defaults but shorter (DEMO_FLAGS; an extra run adds the flags in EXTRA_RUNS, to show a part that the
+defaults leave idle); `--import-run` refuses a run with any other setting and keeps
 only the numeric metrics the page discusses, rounded, in docs/methods/runs/<method>.jsonl (a few
 kB), from which the figure docs/methods/img/<method>.png is drawn. The figures need matplotlib
 (optional); the text does not. tests/test_docs.py checks that the committed pages are up to date.
@@ -396,16 +398,24 @@ PANELS = {
              ("packing density", ["pack/density", "pack/density_unpacked"])],
     "d3s": [("keep ratios (schedule)", ["d3s/sample_ratio", "d3s/token_ratio"]),
             ("tokens trained per step", ["tokens/trained", "grpo:tokens/trained"])],
-    "gvm_raft": [("samples per prompt n_i", ["gvm/allocation"]),
+    "gvm_raft": [("prompts per step (of 16)", ["n_i = 0", "n_i at the cap", "gvm/prompts_without_support"]),
                  ("pilot acceptance rate", ["gvm/accept_rate_mean"])],
     "dgg": [("passes applied per batch", ["dgg/passes"]),
             ("lm_head gradient norm", [f"dgg/lm_head_grad_norm/pass{k}" for k in range(1, 5)])],
 }
 
 
+# Series computed from a logged list: GVM's allocation, one n_i per prompt.
+DERIVED = {"n_i = 0": lambda r: sum(n == 0 for n in r["gvm/allocation"]),
+           "n_i at the cap": lambda r: sum(n >= default("gvm_raft", "max_per_prompt") for n in r["gvm/allocation"])}
+
+
 def series(records, key):
     xs, ys = [], []
     for r in records:
+        if key in DERIVED:
+            xs.append(r["step"] + 1), ys.append(DERIVED[key](r))
+            continue
         if key in ("eval/sampled_acc",):
             if "eval/sampled_acc" in r:
                 xs.append(0), ys.append(r["eval/sampled_acc"])
@@ -432,21 +442,16 @@ def draw_figure(method: str, root: str) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6), dpi=90)
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
-            if key == "gvm/allocation":  # one list per step: its range and its mean
-                steps = [r["step"] + 1 for r in records]
-                lo, hi = [min(r[key]) for r in records], [max(r[key]) for r in records]
-                ax.fill_between(steps, lo, hi, alpha=0.3, label="min to max")
-                ax.plot(steps, [sum(r[key]) / len(r[key]) for r in records], lw=1, label="mean")
-                continue
             other, _, name = key.rpartition(":")
             xs, ys = series(load_records(run_path(other, root)) if other else records, name)
-            label = f"{other or method}.py" if other or any(":" in k for k in keys) else name.split("/")[-1]
+            compared = any(k.startswith("grpo:") for k in keys)
+            label = f"{other or method}.py" if compared else name.split("/")[-1]
             ax.plot(xs, ys, marker="o" if name == "eval/sampled_acc" else None, ms=3, lw=1,
                     label=label if len(keys) > 1 else None)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("steps done", fontsize=8)
         ax.tick_params(labelsize=7)
-        if len(keys) > 1 or keys == ["gvm/allocation"]:  # one legend for every panel with more than one line
+        if len(keys) > 1:
             ax.legend(fontsize=6)
     fig.suptitle(command(f"{method}.py", DEMO_FLAGS), fontsize=9)
     fig.tight_layout()
