@@ -401,7 +401,7 @@ PANELS = {
     "gvm_raft": [("prompts per step (of 16)", ["n_i = 0", "n_i at the cap", "gvm/prompts_without_support"]),
                  ("pilot acceptance rate", ["gvm/accept_rate_mean"])],
     "dgg": [("passes applied per batch", ["dgg/passes"]),
-            ("lm_head gradient norm", [f"dgg/lm_head_grad_norm/pass{k}" for k in range(1, 5)])],
+            ("relative weight change per step", ["dgg/rel_change/lm_head", "dgg/rel_change/mid_layer"])],
 }
 
 
