@@ -326,12 +326,6 @@ def demo_block(method: str, root: str) -> str:
         return f"No saved demo run yet (`python -m tools.method_pages --import-run {method} RUN_DIR`).\n"
     records = load_records(path)
     out += [demo_line(c, records) for c in CHECKS[method]]
-    for stem, flags, what in EXTRA_RUNS.get(method, []):
-        if os.path.isfile(run_path(stem, root)):
-            extra = load_records(run_path(stem, root))
-            out += ["", f"The same {what}: `{command(script, DEMO_FLAGS + flags)}` (saved: "
-                    f"[`runs/{stem}.jsonl`](runs/{stem}.jsonl)):", ""]
-            out += [demo_line(c, extra) for c in CHECKS[method]]
     first = next((r for r in records if "eval/sampled_acc" in r), None)
     last = next((r for r in reversed(records) if "eval_after/sampled_acc" in r), None)
     if first and last:
@@ -339,6 +333,12 @@ def demo_block(method: str, root: str) -> str:
                 f"warm start, {last['eval_after/sampled_acc']:.3f} after {last['step'] + 1} steps"
                 + (". " if method == "grpo" else "; the figure repeats grpo.py's demo run for comparison. ")
                 + "One seed: only the results below, over several seeds, can rank methods."]
+    for stem, flags, what in EXTRA_RUNS.get(method, []):  # the parts idle at the defaults, in the extra run
+        if os.path.isfile(run_path(stem, root)):
+            extra = load_records(run_path(stem, root))
+            out += ["", f"The same {what}: `{command(script, DEMO_FLAGS + flags)}` (saved: "
+                    f"[`runs/{stem}.jsonl`](runs/{stem}.jsonl)):", ""]
+            out += [demo_line(c, extra) for c in CHECKS[method] if (method, c[0]) in IDLE_AT_DEFAULTS]
     return "\n".join(out) + "\n"
 
 
