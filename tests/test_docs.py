@@ -44,6 +44,16 @@ def test_every_page_has_its_sections_and_blocks(method):
         assert f"python -m exercises.check {method}" in text
 
 
+@pytest.mark.parametrize("method", [m for m in mp.METHODS if mp.METRIC_PREFIXES[m]])
+def test_every_metric_the_method_logs_is_explained_on_its_page(method):
+    source, page = read(os.path.join(ROOT, f"{method}.py")), read(PAGES[method])
+    keys = {re.sub(r"\{[^}]*\}", "<k>", k) for prefix in mp.METRIC_PREFIXES[method]
+            for k in re.findall(rf'"({re.escape(prefix)}[^"]+)"', source)}
+    assert keys, f"no {mp.METRIC_PREFIXES[method]} key found in {method}.py"
+    missing = sorted(k for k in keys if f"`{k}`" not in page)
+    assert not missing, f"docs/methods/{method}.md does not explain {missing}"
+
+
 @pytest.mark.parametrize("method", mp.METHODS)
 def test_committed_pages_are_up_to_date(method):
     text = read(PAGES[method])
