@@ -20,7 +20,7 @@ A page marks each generated block with a pair of HTML comments; the text between
 The method is the page's file name (docs/methods/pods.md -> pods). A demo run is the script at its
 defaults but shorter (DEMO_FLAGS; an extra run adds the flags in EXTRA_RUNS, to show a part that the
 defaults leave idle); `--import-run` refuses a run with any other setting and keeps
-only the numeric metrics the page discusses, rounded, in docs/methods/runs/<method>.jsonl (a few
+only the numeric metrics the page discusses, rounded, in docs/methods/runs/<method>.jsonl (10-30
 kB), from which the figure docs/methods/img/<method>.png is drawn. The figures need matplotlib
 (optional); the text does not. tests/test_docs.py checks that the committed pages are up to date.
 """
