@@ -22,7 +22,7 @@ warm start's, padding (cost follows padded positions, not completion tokens), GV
 the accepted pilot samples, DPPO's refill calls (counted as one call), and Python overhead per
 micro-batch.
 
-The papers' cost structures (issue 16) are documented inputs, not measurements:
+The papers' cost structures are documented inputs, not measurements:
 - PODS (its repository's step-time logs: one L40S, vLLM, Qwen2.5-3B, 512 tokens): GRPO 16/16 7.6 s per
   step with 5.9 s generation; PODS 64/16 10.1 s with 8.5 s generation. A line through the two
   generation times, gen(n) = 5.03 + 0.0542 n s, and training 1.7 s per 16 rollouts trained.

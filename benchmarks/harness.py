@@ -1,4 +1,4 @@
-"""The one benchmark protocol (shared/spec/BENCHMARK.md) as a few functions every benchmark script uses.
+"""The one benchmark protocol (docs/benchmarks.md) as a few functions every benchmark script uses.
 
 - CONFIGS names every configuration the benchmarks run (script + flags), so that every script and
   the comparison share one set of runs under benchmarks/results/<config>_steps<T>/seed<S>/.
@@ -38,7 +38,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # every 5 steps on 512 held-out problems x 4 samples: the arithmetic behind this choice is in compare.py's power
-# section (issue 16); an evaluation costs about 6 s of one core, as much as 6 GRPO steps
+# section; an evaluation costs about 6 s of one core, as much as 6 GRPO steps
 EVAL_FLAGS = ["--eval_every", "5", "--eval_size", "512", "--eval_num_samples", "4", "--save_every", "0"]
 STEPS = 60  # rollout batches per run: GRPO's warm start (v3) is at ~0.6 and plateaus near 0.95 by then
 
@@ -77,7 +77,7 @@ CONFIGS = {
     "d3s": ("d3s.py", []),  # D3S: cross-group samples + tokens, linear schedule (the paper's variants below)
     "d3s_paper": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75",
                              "--token_ratio_start", "0.2", "--token_ratio_end", "0.5"]),  # paper-like; its values are not public
-    # the schedule sweep (issue 14) that chose d3s's defaults (tokens 0.2 -> 0.5, samples 0.5 -> 1)
+    # the schedule sweep that chose d3s's defaults (tokens 0.2 -> 0.5, samples 0.5 -> 1)
     "d3s_tokens0.5": ("d3s.py", ["--token_ratio_start", "0.5", "--token_ratio_end", "1"]),  # the earlier default
     "d3s_samples0.25": ("d3s.py", ["--sample_ratio_start", "0.25", "--sample_ratio_end", "0.75",
                                    "--token_ratio_start", "0.5", "--token_ratio_end", "1"]),

@@ -1,6 +1,6 @@
 """Peak memory of the per-token log-probs (forward + backward) at Qwen2.5's vocabulary.
 
-    python benchmarks/logps_memory.py                 # the case of the real-shapes issue, both implementations
+    python benchmarks/logps_memory.py                 # the Qwen2.5 vocabulary case, both implementations
     python benchmarks/logps_memory.py --completion 128 # a smaller case
 
 One 1-layer Qwen2.5-0.5B-shaped model (hidden 896, vocab 151,936, tied embeddings, random weights),

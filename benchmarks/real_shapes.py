@@ -110,7 +110,7 @@ def run(label: str, script: str, flags: dict, common: dict, tmp: str) -> dict:
                                          for r in steps),
             "peak_gb": (cuda_peak if cuda_peak is not None else usage.ru_maxrss * 1024) / 1e9,
             "skipped": recs[-1].get("skipped/degenerate_total", 0),
-            # DGG's premise (issue 14): the lm_head's relative change per step against the middle layer's MLP
+            # DGG's premise: the lm_head's relative change per step against the middle layer's MLP
             "dgg_ratio": [r["dgg/rel_change/lm_head"] / r["dgg/rel_change/mid_layer"] for r in recs
                           if r.get("dgg/rel_change/mid_layer", 0) > 0]}
 

@@ -83,7 +83,7 @@ def parse(flags):
 
 def test_named_variants_are_the_papers():
     from benchmarks.harness import CONFIGS
-    expect = {  # name: (scope, schedule, token level on)  as in the paper's ablation (issue 14)
+    expect = {  # name: (scope, schedule, token level on)  as in the paper's ablation
         "d1s": ("intra", "none", False), "d1s_cross": ("cross", "none", False), "d2s": ("cross", "none", True),
         "d3s": ("cross", "linear", True), "d3s_i": ("intra", "linear", True), "d3s_paper": ("cross", "linear", True)}
     for name, (scope, schedule, tokens) in expect.items():

@@ -1,4 +1,4 @@
-"""GRPO's core maths on the spec's hand-computed vectors (shared/spec/algorithms.md section 1.7)."""
+"""GRPO's core maths on the spec's hand-computed vectors (worked by hand from the paper's equations)."""
 
 import pytest
 import torch

@@ -223,7 +223,7 @@ def test_official_setting_draws_fresh_samples_trains_all_of_them_in_mini_batches
 
 @pytest.mark.parametrize("flags", [{}, PAPER, dict(allocation="uniform", estimator="grpo")])
 def test_a_step_where_nothing_is_accepted_trains_nothing_and_logs_no_nan(tiny_path, tmp_path, monkeypatch, flags):
-    """Used to crash (issue 13 item 1: `embedding_grad_norms` on an empty chunk), here on every step."""
+    """Used to crash (`embedding_grad_norms` on an empty chunk), here on every step."""
     real_score = gvm_raft.score_completions
     monkeypatch.setattr(gvm_raft, "score_completions", lambda *a: (torch.zeros_like(real_score(*a)[0]), {}))
     out = gvm_raft.main(gvm_raft.Args(model=tiny_path, output_dir=str(tmp_path), **dict(SMALL, **flags)))
