@@ -56,11 +56,11 @@ def fail(message: str):
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-def parse_args(args_class):
-    """The script's dataclass from the command line; an unknown flag is one line, not a traceback."""
+def parse_args(args_class, argv: list[str] | None = None):
+    """The script's dataclass from the command line (or argv); an unknown flag is one line, not a traceback."""
     from transformers import HfArgumentParser
 
-    args, rest = HfArgumentParser(args_class).parse_args_into_dataclasses(return_remaining_strings=True)
+    args, rest = HfArgumentParser(args_class).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if rest:
         fail(f"unrecognized arguments: {' '.join(rest)} (see --help)")
     return args
@@ -162,7 +162,11 @@ class Run:
     def start(self, model, tok, optimizer):
         """Restore a resumed run's weights, optimizer, totals, method state and every RNG (so it continues
         bit for bit); evaluate a fresh run's starting point (the step-0 record carries it)."""
+        from common.rollout import encode_prompts
+
         self.model, self.tok, self.optimizer = model, tok, optimizer
+        # one held-out prompt: the forward pass that tells whether updated weights are still usable
+        self.probe = encode_prompts(tok, [self.eval_rows[0]["prompt"]], self.args.max_prompt_length, self.device)
         ckpt, self._ckpt = self._ckpt, None
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
@@ -231,9 +235,9 @@ class Run:
 
     def check_weights(self):
         """Stop, before anything is saved, once the weights are no longer usable: a finite update can still
-        be so large (say --learning_rate 1e10) that the logits overflow. One fused norm and a one-token
-        forward pass: cheap next to a step."""
-        if not weights_usable(self.model):
+        be so large (say --learning_rate 1e10) that the logits overflow. One fused norm and a forward pass
+        over one short prompt: cheap next to a step."""
+        if not weights_usable(self.model, *self.probe):
             saved = f"the last checkpoint holds step {self.saved_step}" if self.saved_step else "no checkpoint was written"
             fail(f"training diverged at step {self.step}: the weights give non-finite logits (is --learning_rate "
                  f"too high?). Nothing was saved after it; {saved}")
@@ -540,16 +544,18 @@ def save_final(model, tok, run_dir: str) -> None:
     os.replace(tmp, final)
 
 
-def weights_usable(model) -> bool:
+def weights_usable(model, input_ids=None, attention_mask=None) -> bool:
     """All parameters finite (one fused norm: finite exactly when every element is, short of an overflow
-    of the squares, a blow-up all the same), and a one-token forward pass gives finite logits."""
+    of the squares, a blow-up all the same), and a forward pass over `input_ids` (default: one token)
+    gives finite logits."""
     params = [p.detach() for p in model.parameters()]
     if not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
         return False
-    token = torch.zeros(1, 1, dtype=torch.long, device=params[0].device)
+    if input_ids is None:
+        input_ids = torch.zeros(1, 1, dtype=torch.long, device=params[0].device)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        ok = bool(torch.isfinite(model(input_ids=token, use_cache=False).logits).all())
+        ok = bool(torch.isfinite(model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits).all())
     model.train(was_training)
     return ok

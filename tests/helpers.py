@@ -1,14 +1,15 @@
 """Helpers shared by the end-to-end tests of every script (not by the scripts themselves)."""
 
+import importlib
 import json
 import os
-import subprocess
-import sys
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 import grpo
+from common import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A run small enough for a test: 2 steps of 8 prompts x 4 completions, a tiny held-out set.
@@ -40,8 +41,12 @@ def assert_same_as_grpo(module, tiny_path, tmp_path, method_kwargs, grpo_kwargs=
 
 
 def cli_error(script, flags):
-    """Run `script` with a model path that does not exist: bad flags must fail first, with one clear line."""
-    proc = subprocess.run([sys.executable, script, "--model", "/nonexistent", *flags],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    return proc.stderr.strip().splitlines()[-1]
+    """`script` given these command-line flags and a model path that does not exist: the bad flags must fail
+    first, with one clear line. Parsed and run in this process (a subprocess per case costs seconds of
+    imports); tests/test_faults.py and tests/test_reliability.py run the real command line."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    with pytest.raises(SystemExit) as e:
+        module.main(runs.parse_args(module.Args, ["--model", "/nonexistent", *flags]))
+    assert isinstance(e.value.code, str), e.value.code  # an error line, not an exit status
+    assert "\n" not in e.value.code
+    return e.value.code

@@ -125,7 +125,7 @@ def test_no_sampled_accuracy_is_reported_when_nothing_was_sampled(tiny_path, tmp
     assert "sampled_acc" not in text and "eval_after/greedy_acc" in text
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("step 0:", "held-out"))]
     assert len(printed) == 2 and all("greedy" in line and "sampled" not in line.split(" in ")[0] for line in printed)
-    assert set(out["last_eval"]) == {"eval/greedy_acc", "time/eval"}
+    assert set(out["last_eval"]) == {"eval/greedy_acc"}
 
 
 def test_non_finite_numbers_are_written_as_null(tiny_path, tmp_path):

@@ -35,7 +35,7 @@ CASES = {
     "pods": (dict(num_keep=3, loss_type="grpo", beta=0.04), dict(num_keep=3, loss_type="grpo", beta=0.04), 8),
     "cppo": (dict(prune_rate=0.5, allocation=False, beta=0.04), dict(prune_rate=0.5, beta=0.04), 2),
     "d3s": (dict(sample_ratio_start=0.5, token_ratio_start=0.5, beta=0.04), dict(sample_ratio_start=0.5, token_ratio_start=0.5, beta=0.04), 2),
-    "dppo": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0), dict(completion_prune_rate=0.5, completion_pool=0.75), 2),
+    "dppo": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0), dict(completion_prune_rate=0.5, completion_pool=0.75), 2),
 }
 
 
