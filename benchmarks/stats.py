@@ -41,6 +41,11 @@ def permutation_p(a, b, seed=0):
     a, b = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
     if min(len(a), len(b)) < 1:
         return float("nan")
+    if min(len(a), len(b)) < 2:  # scipy wants two per sample: enumerate the len(a) + len(b) relabellings here
+        pooled, obs = np.concatenate([a, b]), _abs_mean_diff(a, b)
+        splits = [_abs_mean_diff(np.delete(pooled, i), pooled[i:i + 1]) for i in range(len(pooled))] \
+            if len(b) == 1 else [_abs_mean_diff(pooled[i:i + 1], np.delete(pooled, i)) for i in range(len(pooled))]
+        return float(np.mean(np.asarray(splits) >= obs - 1e-12))
     res = stats.permutation_test((a, b), _abs_mean_diff, permutation_type="independent", alternative="greater",
                                  n_resamples=EXACT_UP_TO, vectorized=True, random_state=np.random.default_rng(seed))
     return float(res.pvalue)
@@ -51,6 +56,8 @@ def sign_flip_p(a, b, seed=0):
     a, b = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
     if len(a) != len(b) or len(a) < 1:
         raise ValueError("a paired test needs two samples of the same length")
+    if len(a) == 1:  # one pair: both signs give the same |difference|
+        return 1.0
     res = stats.permutation_test((a, b), lambda x, y, axis=-1: np.abs(np.mean(x - y, axis=axis)),
                                  permutation_type="samples", alternative="greater", n_resamples=EXACT_UP_TO,
                                  vectorized=True, random_state=np.random.default_rng(seed))

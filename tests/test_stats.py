@@ -124,3 +124,9 @@ def test_power_arithmetic_on_hand_values():
     assert stats.t_power(n, 0.08, 1.1) >= 0.8 > stats.t_power(n - 1, 0.08, 1.1)
     assert stats.seeds_needed(0.40) > stats.seeds_needed(0.23) > n  # each method's own spread matters
     assert stats.t_power(5, 0.05, 1.0) == pytest.approx(0.05)  # no effect: the power is the test's size
+
+
+def test_one_seed_gives_an_exact_p_and_never_a_claim():
+    """A one-seed quick trial: 1 vs 1 and one pair can only give p = 1; 1 vs 3 enumerates its 4 relabellings."""
+    assert stats.permutation_p([1.0], [2.0]) == 1.0 and stats.sign_flip_p([1.0], [2.0]) == 1.0
+    assert stats.permutation_p([1.0], [2.0, 3.0, 4.0]) == 0.25  # only the observed labelling is as extreme
