@@ -9,10 +9,11 @@ survivor by its inverse inclusion probability, so the expected gradient is the f
 packs the survivors densely so the hardware does not compute on padding.
 
 The estimator (a weight multiplies each completion's loss; w = 0 means pruned):
-    prompt level, before rollout: the pool is the `prompt_pool` fraction of the prompts seen so far with
+    prompt level, before rollout: the pool is the `prompt_pool` fraction p of the prompts seen so far with
         the lowest mean |A| at their last visit. Prompts are read from the stream until the expected
         survivors reach B (N prompts, fixed before any coin); a pooled one is skipped with probability
-        r_q, else weighted w_q = 1 / (1 - r_q); the others weigh 1.
+        s = r_q / p, else weighted w_q = 1 / (1 - s); the others weigh 1. Once every prompt has a
+        history, a drawn prompt is pooled with probability p: the expected skipped fraction is r_q.
     completion level, after scoring: per group of n, the pool is the ceil(f n) smallest |A|
         (f = completion_pool); each is pruned with probability q = r_o n / ceil(f n), else weighted
         w_o = 1 / (1 - q): the expected pruned fraction is r_o.
@@ -22,12 +23,12 @@ loss on the N prompts drawn (tests/test_dppo.py, by Monte Carlo; for the unclipp
 Dense Prompt Packing: first-fit decreasing of the survivors into micro-batches whose rows x padded
 length <= pack_max_tokens, within windows of pack_window sequences.
 
-Symbols: r_q = prompt_prune_rate, r_o = completion_prune_rate, both in [0, 1). Neutral setting: r_q =
+Symbols: r_q = prompt_prune_rate < p, r_o = completion_prune_rate < f. Neutral setting: r_q =
 r_o = 0 with packing off is grpo.py --loss_type grpo (tested). The demo trains on a 256-prompt set
 (max_train_samples) so prompts are revisited and the prompt level acts, as in the paper's epochs.
 
 Run it:
-    python dppo.py                                     # offline tiny demo: r_q = r_o = 0.5, packing on
+    python dppo.py                                     # offline tiny demo: r_q = 0.25, r_o = 0.5, packing on
     python dppo.py --num_generations 5 --max_train_samples 128   # the paper's setting (dppo_paper)
 Outputs go to runs/<run_name>/ as for grpo.py, with dppo/* and pack/* metrics added.
 """
@@ -67,7 +68,7 @@ class Args:
     num_iterations: int = field(default=1, metadata={"help": "mu: optimiser passes over each rollout batch"})
     # === DPPO: pruning rates, pools, packing; the loss defaults to a draw-independent normaliser
     loss_type: str = field(default="grpo", metadata={"help": "grpo (sequence mean over the drawn prompts, unbiased), dr_grpo or dapo"})
-    prompt_prune_rate: float = field(default=0.5, metadata={"help": "r_q: skip probability, before rollout, of a prompt in the low-|A| history pool"})
+    prompt_prune_rate: float = field(default=0.25, metadata={"help": "r_q: expected fraction of the drawn prompts skipped before rollout (once all have a history); must be below prompt_pool"})
     prompt_pool: float = field(default=0.5, metadata={"help": "fraction of the prompts seen so far (lowest last-visit mean |A|) that may be skipped"})
     completion_prune_rate: float = field(default=0.5, metadata={"help": "r_o: expected fraction of each group's completions pruned"})
     completion_pool: float = field(default=0.75, metadata={"help": "fraction of each group (smallest |A|) that may be pruned; must exceed r_o"})
@@ -103,8 +104,8 @@ def validate(args: Args) -> None:
     # === DPPO
     runs.require([(0 <= args.prompt_prune_rate < 1 and 0 <= args.completion_prune_rate < 1, "the prune rates must be in [0, 1)"),
                   (0 <= args.prompt_pool <= 1 and 0 <= args.completion_pool <= 1, "the pools must be in [0, 1]"),
-                  (args.completion_prune_rate == 0 or args.completion_prune_rate < args.completion_pool,
-                "--completion_prune_rate must be below --completion_pool (else a pooled completion is always pruned)"),
+                  (all(r == 0 or r < f for r, f in [(args.prompt_prune_rate, args.prompt_pool), (args.completion_prune_rate, args.completion_pool)]),
+                   "each prune rate must be below its pool (else a pooled prompt or completion is always pruned)"),
                   (args.completion_scope in ("group", "step"), f"unknown --completion_scope {args.completion_scope!r} (group, step)"),
                   (args.max_train_samples >= 0, "--max_train_samples must be >= 0"),
                   (args.pack_max_tokens >= 0 and args.pack_window >= 1, "--pack_max_tokens must be >= 0, --pack_window >= 1")])
@@ -155,7 +156,7 @@ def prompt_pool(history: dict, fraction: float) -> set:
 def draw_prompts(stream, start: int, pool: set, rate: float, num_prompts: int, generator=None):
     """Prompt level, before rollout. Read stream(start), stream(start + 1), ... until the *expected*
     number of survivors reaches num_prompts; this fixes the drawn set (and the normaliser) before any
-    coin is flipped. A pooled prompt is skipped with probability `rate`, else weighted 1/(1 - rate);
+    coin is flipped. A pooled prompt is skipped with probability `rate` (s = r_q / p), else weighted 1/(1 - rate);
     the others weigh 1. Returns (drawn, picked, weights of picked)."""
     drawn, expected = [], 0.0
     while expected < num_prompts - 1e-9:
@@ -187,20 +188,21 @@ def completion_weights(advantages: torch.Tensor, rate: float, group_size: int, p
     return weights.scatter_(1, pool, keep.to(weights.dtype) / (1 - q)).view(-1)
 
 
-def pack_microbatches(lengths, max_tokens: int, window: int) -> list[list[int]]:
-    """First-fit decreasing inside each window: micro-batches whose rows x longest <= max_tokens
-    (a sequence longer than the budget gets a micro-batch of its own). Indices ascending per batch."""
-    lengths = [int(x) for x in lengths]
+def pack_microbatches(prompt_lengths, completion_lengths, max_tokens: int, window: int) -> list[list[int]]:
+    """First-fit decreasing inside each window: micro-batches whose padded size, rows x (longest prompt +
+    longest completion), is <= max_tokens: the width the forward pass runs on (prompts are left-padded,
+    completions right-padded). A sequence longer than the budget gets a micro-batch of its own."""
+    p, c = [int(x) for x in prompt_lengths], [int(x) for x in completion_lengths]
     batches = []
-    for start in range(0, len(lengths), window):
-        open_batches = []  # [indices, longest]
-        for i in sorted(range(start, min(start + window, len(lengths))), key=lambda i: (-lengths[i], i)):
-            for b in open_batches:  # longest first, so a batch's first row fixes its padded length
-                if (len(b[0]) + 1) * b[1] <= max_tokens:
-                    b[0].append(i)
+    for start in range(0, len(p), window):
+        open_batches = []  # [indices, longest prompt, longest completion]
+        for i in sorted(range(start, min(start + window, len(p))), key=lambda i: (-p[i] - c[i], i)):
+            for b in open_batches:
+                if (len(b[0]) + 1) * (max(b[1], p[i]) + max(b[2], c[i])) <= max_tokens:
+                    b[:] = [b[0] + [i], max(b[1], p[i]), max(b[2], c[i])]
                     break
             else:
-                open_batches.append([[i], lengths[i]])
+                open_batches.append([[i], p[i], c[i]])
         batches += [sorted(b[0]) for b in open_batches]
     return batches
 
@@ -234,8 +236,8 @@ def main(args: Args) -> dict:
         history = run.state.setdefault("dppo_history", {})  # prompt index -> mean |A| at its last visit
         pool = prompt_pool(history, args.prompt_pool) if args.prompt_prune_rate > 0 else set()
         drawn, picked, prompt_w = draw_prompts(lambda k: prompt_indices(len(task.train), 1, k, args.seed)[0],
-                                               run.totals["dppo/prompts_visited_total"], pool, args.prompt_prune_rate,
-                                               args.prompts_per_step)
+                                               run.totals["dppo/prompts_visited_total"], pool,
+                                               args.prompt_prune_rate / (args.prompt_pool or 1), args.prompts_per_step)
         run.totals["dppo/prompts_visited_total"] += len(drawn)
         B, rows = len(picked), [task.train[i] for i in picked]  # B: prompts generated this step (B on average)
         # === end DPPO ===
@@ -292,11 +294,10 @@ def main(args: Args) -> dict:
                                                        args.bf16)[0] for mb in micro_batches])
         metrics["time/logps"] = run.lap()
         # === DPPO: Dense Prompt Packing of the survivors into token-budget micro-batches
-        seq_lengths = prompt_lengths + completion_mask.sum(1)
         unpacked = [mb.tolist() for mb in micro_batches]
         if args.pack_max_tokens:
-            micro_batches = [torch.tensor(ix, device=device) for ix in
-                             pack_microbatches(seq_lengths.tolist(), args.pack_max_tokens, args.pack_window)]
+            micro_batches = [torch.tensor(ix, device=device) for ix in pack_microbatches(
+                prompt_lengths.tolist(), completion_mask.sum(1).tolist(), args.pack_max_tokens, args.pack_window)]
         density = lambda batches: pack_density(batches, prompt_lengths, completion_mask.sum(1))  # noqa: E731
         metrics.update({"pack/density": density([mb.tolist() for mb in micro_batches]), "pack/density_unpacked": density(unpacked),
                         "pack/micro_batches": len(micro_batches), "pack/micro_batches_unpacked": len(unpacked)})

@@ -176,8 +176,8 @@ def test_refill_until_B_survive_is_biased():
 # ---------------------------------------------------------------- packing
 
 def test_packing_hand_example():
-    lengths = [10, 50, 12, 48, 11, 49]
-    batches = dppo.pack_microbatches(lengths, max_tokens=100, window=6)
+    lengths = [10, 50, 12, 48, 11, 49]  # completions only (prompts of length 0): the 1-D case
+    batches = dppo.pack_microbatches([0] * 6, lengths, max_tokens=100, window=6)
     assert batches == [[1, 5], [2, 3], [0, 4]]  # 50+49 | 48+12 | 11+10: first fit, longest first
     padded = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
     assert padded(batches) == 218 and padded([[0, 1], [2, 3], [4, 5]]) == 294  # density 0.83 vs 0.61
@@ -188,7 +188,7 @@ def test_packing_invariants_on_skewed_lengths():
     for trial in range(50):
         lengths = np.where(rng.random(100) < 0.8, rng.integers(5, 20, 100), rng.integers(60, 90, 100)).tolist()
         budget, window = int(rng.integers(200, 1000)), int(rng.integers(1, 101))
-        batches = dppo.pack_microbatches(lengths, budget, window)
+        batches = dppo.pack_microbatches([0] * 100, lengths, budget, window)
         assert sorted(i for b in batches for i in b) == list(range(100))  # every sequence exactly once
         assert all(len(b) * max(lengths[i] for i in b) <= budget for b in batches)
         if window == 100:  # one window: never more padding than fixed, in-order micro-batches
@@ -196,7 +196,24 @@ def test_packing_invariants_on_skewed_lengths():
             fixed = [list(range(i, min(i + rows, 100))) for i in range(0, 100, rows)]
             pad = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
             assert pad(batches) <= pad(fixed)
-    assert dppo.pack_microbatches([500, 10], max_tokens=100, window=2) == [[0], [1]]  # an over-long one alone
+    assert dppo.pack_microbatches([0, 0], [500, 10], max_tokens=100, window=2) == [[0], [1]]  # an over-long one alone
+
+
+def test_packing_budget_is_the_padded_width_of_prompt_and_completion():
+    """Prompts are left-padded and completions right-padded, so a micro-batch's rows are as wide as its longest
+    prompt plus its longest completion, not its longest prompt + completion. Four rows of 12 tokens each (10 + 2,
+    2 + 10, ...) fit a 50-token budget by total length (4 x 12 = 48), but their padded width is 20 (80 tokens)."""
+    p, c = [10, 2, 10, 2], [2, 10, 2, 10]
+    batches = dppo.pack_microbatches(p, c, max_tokens=50, window=4)
+    assert batches == [[0, 1], [2, 3]]  # 2 x (10 + 10) = 40 each; a third row would make 60
+    assert all(len(b) * (max(p[i] for i in b) + max(c[i] for i in b)) <= 50 for b in batches)
+    assert dppo.pack_density(batches, torch.tensor(p), torch.tensor(c)) == pytest.approx(48 / 80)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        p, c = rng.integers(5, 60, 64).tolist(), rng.integers(1, 60, 64).tolist()
+        budget = int(rng.integers(150, 1200))
+        for b in dppo.pack_microbatches(p, c, budget, 64):
+            assert len(b) == 1 or len(b) * (max(p[i] for i in b) + max(c[i] for i in b)) <= budget
 
 
 # ---------------------------------------------------------------- the script
@@ -206,8 +223,8 @@ def test_packing_invariants_on_skewed_lengths():
     (["--completion_prune_rate", "-0.5"], "error: the prune rates must be in [0, 1)"),
     (["--completion_pool", "2"], "error: the pools must be in [0, 1]"),
     (["--prompt_pool", "-1"], "error: the pools must be in [0, 1]"),
-    (["--completion_prune_rate", "0.8"],
-     "error: --completion_prune_rate must be below --completion_pool (else a pooled completion is always pruned)"),
+    (["--prompt_prune_rate", "0.5"], "error: each prune rate must be below its pool (else a pooled prompt or completion is always pruned)"),
+    (["--completion_prune_rate", "0.8"], "error: each prune rate must be below its pool (else a pooled prompt or completion is always pruned)"),
     (["--completion_scope", "batch"], "error: unknown --completion_scope 'batch' (group, step)"),
     (["--max_train_samples", "-1"], "error: --max_train_samples must be >= 0"),
     (["--pack_window", "0"], "error: --pack_max_tokens must be >= 0, --pack_window >= 1"),
@@ -245,7 +262,7 @@ def test_zero_advantage_prompts_are_skipped_and_reweighted(untrained_gsm8k, tmp_
     model_dir, data = untrained_gsm8k
     out = dppo.main(dppo.Args(model=model_dir, task="gsm8k", dataset_path=data, eval_size=2, eval_num_samples=0,
                               max_steps=9, prompts_per_step=2, num_generations=2, max_completion_length=4,
-                              prompt_pool=1.0, eval_every=0, save_every=0, log_samples_every=0,
+                              prompt_pool=1.0, prompt_prune_rate=0.5, eval_every=0, save_every=0, log_samples_every=0,
                               output_dir=str(tmp_path / "runs")))
     recs = records(out["run_dir"])
     assert all(r["frac_reward_zero_std"] == 1.0 for r in recs)
@@ -282,3 +299,33 @@ def test_kill_and_resume_is_exact_with_the_prompt_history(tiny_path, tmp_path, m
     ra, rb = records(ref["run_dir"]), records(out["run_dir"])
     assert [r["dppo/prompts_pooled"] for r in ra] == [r["dppo/prompts_pooled"] for r in rb]
     assert any(r["dppo/prompts_pooled"] > 0 for r in rb[2:])
+
+
+def test_the_script_normalises_by_every_prompt_drawn(tiny_path, tmp_path, monkeypatch):
+    """The loss's normaliser in dppo.main is the drawn count N G (pruned prompts included), fixed before the
+    coins: normalising by the B G kept would rescale the expectation (the Monte Carlo tests above use the
+    functions, so only this test catches that regression in the script itself)."""
+    seen, aggregate = [], dppo.aggregate_loss
+    monkeypatch.setattr(dppo, "aggregate_loss", lambda *a, **k: seen.append(a[3]) or aggregate(*a, **k))
+    out = dppo.main(dppo.Args(model=tiny_path, output_dir=str(tmp_path), max_train_samples=8, pack_max_tokens=0,
+                              **dict(SMALL, max_steps=5, prompts_per_step=4, micro_batch_size=1000)))
+    recs = records(out["run_dir"])  # one micro-batch per step; a step with A = 0 everywhere trains nothing
+    trained = [r for i, r in enumerate(recs) if r["updates_total"] > (recs[i - 1]["updates_total"] if i else 0)]
+    assert len(seen) == len(trained) > 0
+    assert seen == [r["dppo/prompts_drawn"] * SMALL["num_generations"] for r in trained]
+    assert any(r["dppo/prompts_drawn"] > r["dppo/prompts_generated"] for r in trained)  # some prompt was skipped
+
+
+def test_prompt_rate_is_the_expected_fraction_of_drawn_prompts_skipped():
+    """Once every prompt has a history, a drawn prompt is pooled with probability p = prompt_pool and skipped
+    with probability r_q / p, so r_q of the drawn prompts are skipped, as r_o of the completions are."""
+    gen = torch.Generator().manual_seed(5)
+    history = {i: float(torch.rand((), generator=gen)) for i in range(200)}
+    for r_q, p in [(0.25, 0.5), (0.3, 0.75), (0.1, 0.2)]:
+        pool = dppo.prompt_pool(history, p)
+        stream = lambda k: int(torch.randint(0, 200, (), generator=gen))  # noqa: E731
+        skipped = drawn = 0
+        for _ in range(2000):
+            d, picked, _ = dppo.draw_prompts(stream, 0, pool, r_q / p, 8, gen)
+            skipped, drawn = skipped + len(d) - len(picked), drawn + len(d)
+        assert skipped / drawn == pytest.approx(r_q, abs=0.02)
