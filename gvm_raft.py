@@ -15,7 +15,7 @@ One step (B prompts, budget N = B x num_generations):
     allocate  w_i = G_i / sqrt(p_i + alpha / p_i^(beta - 1)), 0 if p_i = 0 or G_i = 0;
               n_i = N w_i / sum_j w_j by largest remainder (sum n_i = N exactly), capped at max_per_prompt
     sample    reuse min(n_i, N') pilot samples and draw the rest, or draw n_i fresh ones
-    M-step    raft:   -A_i log pi(y_it), A_i = max(r_i, 0) on accepted samples, 0 otherwise (SFT)
+    M-step    raft:   -A_i log pi(y_it), A_i = max(r_i, 0) (SFT on the samples with a positive score)
               raft++: grpo.py's clipped ratio loss with the same A
               grpo:   group advantages over each prompt's n_i samples (a group of one: A = r)
 With alpha = 0, n_i ~ G_i / sqrt(p_i) minimises sum_i G_i^2 / (n_i p_i) subject to sum_i n_i = N; the
@@ -28,7 +28,7 @@ Symbols: N' = num_pilot; alpha, beta = alloc_alpha, alloc_beta (not the KL beta)
 Run it:
     python gvm_raft.py                                 # offline tiny demo: GVM-RAFT++
     python gvm_raft.py --num_pilot 8 --max_per_prompt 0 --reuse_pilot False --zero_allocation skip \\
-        --train_rejected True --beta 0.001 --steps_per_generation 8   # the official setting (gvm_paper)
+        --train_rejected True --beta 0.001 --steps_per_generation 32  # the official setting (gvm_paper)
 Outputs go to runs/<run_name>/ as for grpo.py, with gvm/* metrics added.
 """
 
@@ -316,8 +316,8 @@ def main(args: Args) -> dict:
                        frac_reward_zero_std=(group_std == 0).float().mean().item())
         if args.estimator == "grpo":  # a group of one has no baseline: A = r
             advantages = torch.cat([group_advantages(g, len(g), args.scale_rewards) if len(g) > 1 else g for g in groups])
-        else:  # RAFT, RAFT++: A = max(r, 0) on the accepted samples, 0 on the others
-            advantages = torch.where(rewards > args.accept_threshold, rewards.clamp(min=0), torch.zeros_like(rewards))
+        else:  # RAFT, RAFT++: A = max(r, 0), as the official code (a format-only 0.1 on gsm8k/math counts too)
+            advantages = rewards.clamp(min=0)
         advantages = advantages.to(device)
         metrics["gvm/accepted_samples"] = int((rewards > args.accept_threshold).sum())
         # === end GVM ===

@@ -58,8 +58,9 @@ EQUAL = {
     "cppo_paper_p0.75": "as cppo_paper, P = 0.75: 32 prompts x 16 generated",
     "cppo_paper_p0.875": "as cppo_paper, P = 0.875: 64 prompts x 16 generated",
     "grpo_cppo_paper": "the CPPO papers' baseline: 8 prompts x 16, all trained, mu = 2, beta = 0.04",
-    "dppo": "prompts generated per step (16 x 8 on average; skipped prompts are refilled), loss_type grpo",
-    "dppo_paper": "as dppo_paper_grpo (16 x 5 generated on average, 128 train prompts); r_q = r_o = 0.5",
+    "dppo": "prompts generated per step (16 x 8 on average; skipped prompts are refilled), 256 train prompts",
+    "dppo_grpo": "dppo's baseline: dppo.py's neutral setting (= grpo.py, the same loss_type grpo), 256 train prompts",
+    "dppo_paper": "as dppo_paper_grpo (16 x 5 generated on average, 128 train prompts); r_q = 0.25, r_o = 0.5",
     "dppo_paper_grpo": "dppo_paper's baseline: dppo.py's neutral setting (= grpo.py, loss_type grpo), G = 5, 128 prompts",
     "dppo_nopack": "as dppo, without packing (fixed micro-batches of 64)",
     "d3s": "rollouts generated (16 x 8); trains on 50% -> 100% of them, 20% -> 50% of their tokens",
@@ -73,11 +74,11 @@ EQUAL = {
     "gvm_raft++": "samples used per step (B x 8 = 128, plus 4 pilot samples per prompt)",
     "raft++": "samples per step (128), uniform",
     "gvm_grpo": "samples used per step (128 + pilot), GRPO loss",
-    "gvm_paper": "samples trained per step (128, drawn fresh after 8 pilot samples per prompt); 8 optimiser steps per "
-                 "rollout step vs raft++_paper's 1 (the official 32 vs 4)",
+    "gvm_paper": "samples trained per step (128, drawn fresh after 8 pilot samples per prompt); 32 optimiser steps per "
+                 "rollout step vs raft++_paper's 4 (the official mini-batch counts)",
     "gvm_paper_prompt_mean": "as gvm_paper, M-step = per-prompt mean (the paper's Algorithm 1)",
-    "gvm_paper_spg1": "as gvm_paper, 1 optimiser step per rollout step (no update-count confound)",
-    "raft++_paper": "gvm_paper's baseline: 128 samples uniform (16 x 8), all in the token mean, KL 0.001, 1 step",
+    "gvm_paper_spg4": "as gvm_paper, 4 optimiser steps per rollout step as its baseline (no update-count confound)",
+    "raft++_paper": "gvm_paper's baseline: 128 samples uniform (16 x 8), all in the token mean, KL 0.001, 4 steps",
     "dgg": "rollouts generated per batch (16 x 8), reused up to K = 4 times",
     "reuse_k4": "rollouts generated per batch, reused K = 4 times, no gate",
     "dgg_tau0.1": "as dgg, tau = 0.1",
@@ -90,10 +91,12 @@ EQUAL = {
     "grpo_dgg_paper": "the DGG paper's single-use baseline: 8 prompts x 16, one update per batch",
 }
 
-# Each paper setting is compared with its own paper's GRPO baseline; everything else with grpo.
-PAPER_BASELINE = {"pods_paper": "grpo_pods_paper", "cppo_paper": "grpo_cppo_paper", "cppo_paper_p0.75": "grpo_cppo_paper",
-                  "cppo_paper_p0.875": "grpo_cppo_paper", "dppo_paper": "dppo_paper_grpo", "gvm_paper": "raft++_paper",
-                  "gvm_paper_prompt_mean": "raft++_paper", "gvm_paper_spg1": "raft++_paper", "dgg_paper": "grpo_dgg_paper",
+# Each paper setting is compared with its own paper's GRPO baseline, dppo with its neutral setting (the same
+# loss_type and train prompts); everything else with grpo. A config from the second warm start (suffix _tiny1)
+# is compared with its baseline from the same warm start.
+PAPER_BASELINE = {"dppo": "dppo_grpo", "dppo_nopack": "dppo_grpo", "pods_paper": "grpo_pods_paper",
+                  "cppo_paper": "grpo_cppo_paper", "cppo_paper_p0.75": "grpo_cppo_paper", "cppo_paper_p0.875": "grpo_cppo_paper", "dppo_paper": "dppo_paper_grpo", "gvm_paper": "raft++_paper",
+                  "gvm_paper_prompt_mean": "raft++_paper", "gvm_paper_spg4": "raft++_paper", "dgg_paper": "grpo_dgg_paper",
                   "dgg_paper_tau0.1": "grpo_dgg_paper", "dgg_paper_tau1.0": "grpo_dgg_paper", "reuse_k4_paper": "grpo_dgg_paper"}
 SCRIPT_FAMILY = {"grpo.py": "GRPO", "pods.py": "PODS", "cppo.py": "CPPO", "dppo.py": "DPPO", "d3s.py": "D3S",
                  "gvm_raft.py": "GVM", "dgg.py": "DGG"}  # a script not listed is its own family, named after it
@@ -113,13 +116,16 @@ def name(label):
 
 
 def baseline_of(label):
-    return PAPER_BASELINE.get(name(label), "grpo")
+    c = name(label)
+    if c.endswith(harness.WARM_START_1):
+        return baseline_of(c[:-len(harness.WARM_START_1)]) + harness.WARM_START_1
+    return PAPER_BASELINE.get(c, "grpo")
 
 
 def family(label):
     """The method a config belongs to (its script's); a paper's own GRPO baseline belongs to its method, and
     grpo itself to none (it is drawn beside every method)."""
-    c = name(label)
+    c = name(label).removesuffix(harness.WARM_START_1)
     if c == "grpo":
         return None
     for key, base in PAPER_BASELINE.items():

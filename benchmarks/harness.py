@@ -43,7 +43,7 @@ EVAL_FLAGS = ["--eval_every", "5", "--eval_size", "512", "--eval_num_samples", "
 STEPS = 60  # rollout batches per run: GRPO's warm start (v3) is at ~0.6 and plateaus near 0.95 by then
 
 GVM_PAPER = ["--num_pilot", "8", "--max_per_prompt", "0", "--reuse_pilot", "False", "--zero_allocation", "skip",
-             "--train_rejected", "True", "--beta", "0.001", "--steps_per_generation", "8"]
+             "--train_rejected", "True", "--beta", "0.001", "--steps_per_generation", "32"]
 # config -> (script, flags): the defaults of each script, and the variants the method benchmarks need
 CONFIGS = {
     "grpo": ("grpo.py", []),
@@ -68,6 +68,8 @@ CONFIGS = {
                                     "--beta", "0.04"]),
     "dppo": ("dppo.py", []),
     "dppo_nopack": ("dppo.py", ["--pack_max_tokens", "0"]),
+    # dppo's baseline: dppo.py's neutral setting (= grpo.py with the same loss_type, grpo) on the same 256 prompts
+    "dppo_grpo": ("dppo.py", ["--prompt_prune_rate", "0", "--completion_prune_rate", "0", "--pack_max_tokens", "0"]),
     # the paper's setting scaled: G = 5, a fixed train set revisited (128 prompts = 7.5 epochs in 60 steps);
     # its rates are not public, 0.5 is ours; and its GRPO baseline (dppo.py's neutral setting = grpo.py
     # --loss_type grpo) on the same 128 prompts, since grpo.py has no --max_train_samples
@@ -89,12 +91,13 @@ CONFIGS = {
     "raft++": ("gvm_raft.py", ["--allocation", "uniform"]),
     "gvm_grpo": ("gvm_raft.py", ["--estimator", "grpo"]),
     # GVM's official setting (RLHFlow/GVM): N' = 8, no cap, n_i fresh, all-zero skips, RAFT++ token mean over all
-    # samples, KL 0.001, 8x the baseline's optimiser steps per rollout step (official: 32 vs 4 mini-batches);
-    # the paper's Algorithm 1 M-step (per-prompt mean) on top; and the paper's RAFT++ baseline (n = 8 uniform)
+    # samples, KL 0.001, the official mini-batch counts: 32 optimiser steps per rollout step against the baseline's
+    # 4; the paper's Algorithm 1 M-step (per-prompt mean) on top; and the paper's RAFT++ baseline (n = 8 uniform)
     "gvm_paper": ("gvm_raft.py", GVM_PAPER),
     "gvm_paper_prompt_mean": ("gvm_raft.py", GVM_PAPER + ["--mstep_mean", "prompt"]),
-    "gvm_paper_spg1": ("gvm_raft.py", GVM_PAPER + ["--steps_per_generation", "1"]),  # without the 8x confound
-    "raft++_paper": ("gvm_raft.py", ["--allocation", "uniform", "--train_rejected", "True", "--beta", "0.001"]),
+    "gvm_paper_spg4": ("gvm_raft.py", GVM_PAPER + ["--steps_per_generation", "4"]),  # without the 8x confound
+    "raft++_paper": ("gvm_raft.py", ["--allocation", "uniform", "--train_rejected", "True", "--beta", "0.001",
+                                     "--steps_per_generation", "4"]),
     "dgg": ("dgg.py", []),  # K = 4, tau = 0.5
     "reuse_k4": ("dgg.py", ["--gate_tau", "inf"]),
     "dgg_tau0.1": ("dgg.py", ["--gate_tau", "0.1"]),
@@ -108,6 +111,12 @@ CONFIGS = {
     "reuse_k4_paper": ("dgg.py", ["--num_generations", "16", "--prompts_per_step", "8", "--gate_tau", "inf"]),
     "grpo_dgg_paper": ("grpo.py", ["--num_generations", "16", "--prompts_per_step", "8"]),
 }
+
+# The headline configs (each script's default and dppo's baseline) again from the second warm start, tiny:1, to
+# see whether the ordering survives a different starting policy: <config>_tiny1.
+HEADLINE = ("grpo", "pods", "cppo", "dppo", "dppo_grpo", "d3s", "gvm_raft++", "dgg")
+WARM_START_1 = "_tiny1"
+CONFIGS.update({c + WARM_START_1: (CONFIGS[c][0], CONFIGS[c][1] + ["--model", "tiny:1"]) for c in HEADLINE})
 
 
 def resolve(name):

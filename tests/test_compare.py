@@ -155,6 +155,29 @@ def test_configs_resolve_from_scripts_and_inline_flags():
             harness.resolve(bad)
 
 
+def test_every_config_parses_and_passes_its_scripts_checks():
+    """Each benchmark config is a command line its script accepts, checked as the script checks it (no model
+    loads): a typo in a flag or a rejected paper setting fails here, not hours into a queued comparison."""
+    import importlib
+
+    from common import runs
+    for config, (script, flags) in harness.CONFIGS.items():
+        module = importlib.import_module(script[:-3])
+        module.validate(runs.parse_args(module.Args, flags))
+    gvm, spg = harness.CONFIGS["gvm_paper"][1], lambda f: int(f[f.index("--steps_per_generation") + 1])  # noqa: E731
+    assert spg(gvm) == 32 and spg(harness.CONFIGS["raft++_paper"][1]) == 4  # the official mini-batch counts
+
+
+def test_baselines_hold_the_loss_and_the_warm_start():
+    import compare
+
+    assert compare.baseline_of("dppo") == "dppo_grpo" and compare.baseline_of("pods") == "grpo"
+    assert harness.CONFIGS["dppo_grpo"][0] == "dppo.py" and "--loss_type" not in harness.CONFIGS["dppo_grpo"][1]
+    assert compare.baseline_of("dppo_tiny1") == "dppo_grpo_tiny1" and compare.baseline_of("cppo_tiny1") == "grpo_tiny1"
+    assert harness.CONFIGS["cppo_tiny1"] == ("cppo.py", ["--model", "tiny:1"])
+    assert compare.family("grpo_tiny1") is None and compare.family("dgg_tiny1") == "DGG"
+
+
 def test_figures_draw_every_config(tmp_path):
     pytest.importorskip("matplotlib")
     synthetic(tmp_path, range(3), missing_dgg=(0,))

@@ -194,6 +194,39 @@ def test_raft_loss_is_the_sft_loss_on_accepted_samples(tiny_path, tmp_path, monk
     assert rec["tokens/trained"] == int(comp_mask[accepted].sum())  # rejected samples cost no update compute
 
 
+def test_raft_advantage_is_the_score_clipped_at_zero(tiny_path, tmp_path, monkeypatch):
+    """The official RAFT advantage is max(score, 0) on every sample: on gsm8k/math a wrong answer in the right
+    format scores 0.1 and is trained at A = 0.1, not dropped. Scores 0.1 / 1.1 here: every sample is trained."""
+    seen, real_generate, real_score = {}, gvm_raft.generate, gvm_raft.score_completions
+
+    def generate(model, tok, prompt_ids, prompt_mask, *a, **k):
+        out = real_generate(model, tok, prompt_ids, prompt_mask, *a, **k)
+        seen["prompt_ids"], seen["prompt_mask"], seen["completion"] = prompt_ids, prompt_mask, out
+        return out
+
+    def score(*a, **k):
+        rewards, means = real_score(*a, **k)
+        seen["rewards"] = rewards + 0.1
+        return seen["rewards"], means
+
+    monkeypatch.setattr(gvm_raft, "generate", generate)
+    monkeypatch.setattr(gvm_raft, "score_completions", score)
+    out = gvm_raft.main(gvm_raft.Args(model=tiny_path, output_dir=str(tmp_path), estimator="raft",
+                                      allocation="uniform", **dict(SMALL, max_steps=1)))
+    rec, G = records(out["run_dir"])[0], SMALL["num_generations"]
+    comp_ids, comp_mask, _ = seen["completion"]
+    ids = torch.cat([seen["prompt_ids"].repeat_interleave(G, 0), comp_ids], 1)
+    mask = torch.cat([seen["prompt_mask"].repeat_interleave(G, 0), comp_mask], 1)
+    model, _ = load_policy(tiny_path, torch.device("cpu"))
+    with torch.no_grad():
+        logp, _ = per_token_logps(model, ids, mask, comp_ids.size(1))
+    nll = -(logp * comp_mask).sum(1)
+    assert 0 < int((seen["rewards"] > 0.5).sum()) < len(nll)  # both kinds of sample are present
+    assert rec["loss"] == pytest.approx((seen["rewards"] * nll).sum().item() / comp_mask.sum().item(), rel=1e-5)
+    assert rec["tokens/trained"] == int(comp_mask.sum())
+    assert rec["gvm/accepted_samples"] == int((seen["rewards"] > 0.5).sum())  # acceptance keeps its threshold
+
+
 @pytest.mark.parametrize("estimator", ["raft", "raft++", "grpo"])
 def test_smoke_run_spends_exactly_the_budget(tiny_path, tmp_path, estimator):
     out = gvm_raft.main(gvm_raft.Args(model=tiny_path, output_dir=str(tmp_path), estimator=estimator,

@@ -213,7 +213,7 @@ def code_block(args: str, root: str) -> str:
 # ------------------------------------------------------------------------------------------------ results
 def owns(method: str, config: str) -> bool:
     if method == "grpo":
-        return config == "grpo"
+        return config in ("grpo", "grpo_tiny1")  # the second warm start's baseline too
     return config.startswith(PREFIXES[method])
 
 
