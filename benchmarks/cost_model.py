@@ -19,8 +19,8 @@ R, T and U are read from each run's log; n and F follow from its config (`worklo
 
 What the model leaves out, and so what its error measures: completion lengths that differ from the
 warm start's, padding (cost follows padded positions, not completion tokens), GVM's G_i backward over
-the accepted pilot samples, DPPO's refill calls (counted as one call), and Python overhead per
-micro-batch.
+the accepted pilot samples, and Python overhead per micro-batch. Generation is priced per call, with the
+calls each step logged (rollouts/generate_calls).
 
 The papers' cost structures are documented inputs, not measurements:
 - PODS (its repository's step-time logs: one L40S, vLLM, Qwen2.5-3B, 512 tokens): GRPO 16/16 7.6 s per
@@ -135,10 +135,17 @@ def workload(runs):
     # (num_iterations, DGG's passes), and once in all when mini-batches split it (steps_per_generation)
     once = T / max(U, 1e-9) if reused else T
     F = passes * min(batch_tokens, once)
+    # generation calls per step as the runs logged them (rollouts/generate_calls); a run without that field
+    # (an older log) has them from its config: GVM makes a pilot call, then one for the rest
+    logged = [x["rollouts/generate_calls"] for r in recs for x in r if "rollouts/generate_calls" in x]
+    gvm = script == "gvm_raft" and cfg.get("allocation") == "gvm"
+    n_calls = statistics.mean(logged) if logged else 2 if gvm else 1
     calls = [R]
-    if script == "gvm_raft" and cfg.get("allocation") == "gvm":  # the pilot, then the rest
+    if n_calls > 1 and gvm:  # the pilot, then the rest
         pilot = cfg["prompts_per_step"] * cfg["num_pilot"]
         calls = [pilot, max(R - pilot, 1)]
+    elif n_calls > 1:  # a script that generates in rounds: calls of equal size
+        calls = [R / n_calls] * round(n_calls)
     return {"R": R, "T": T, "U": U, "F": F, "calls": calls}
 
 

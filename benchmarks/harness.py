@@ -206,7 +206,7 @@ def records(run_dir):
 # What the analysis reads of each step's record: the compact copy of a run keeps these and nothing else.
 KEEP = ("step", "updates_total", "time/train_cpu_total", "rollouts/generated_total", "tokens/trained_total",
         "tokens/trained", "tokens/generated", "time/generate", "time/score", "time/logps", "time/update", "reward",
-        "eval/sampled_acc", "eval/greedy_acc", "eval_after/sampled_acc", "eval_after/greedy_acc")
+        "eval/sampled_acc", "eval/greedy_acc", "eval_after/sampled_acc", "eval_after/greedy_acc", "rollouts/generate_calls")
 
 
 def load(path):

@@ -1,7 +1,8 @@
 """Wall-clock cost of one training step of each configuration, on an idle machine: c_gen and c_train.
 
-    python benchmarks/step_time.py                                 # every config of compare.py, 12 steps each
+    python benchmarks/step_time.py                                 # every script's defaults, 12 steps each
     python benchmarks/step_time.py --configs grpo pods pods_n32 --steps 20
+    python benchmarks/step_time.py --configs grpo "mine=my_method.py:--my_flag 2"   # any script, inline flags
 
 Runs each configuration for --steps steps (no evaluation) with all cores, in turn, and reports the
 median over the steps after the first two of: the step, its generate phase, its old/ref + update
@@ -20,8 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--configs", nargs="+", default=["grpo", "pods", "pods_n32", "cppo", "dppo", "d3s", "gvm_raft++", "dgg"],
-                    choices=sorted(harness.CONFIGS))
+# the default is every training script found in the repository (grpo.py first), each at its defaults
+parser.add_argument("--configs", nargs="+", type=harness.resolve,
+                    default=[harness.resolve(s) for s in sorted(harness.scripts(), key=lambda s: (s != "grpo", s))],
+                    help="configs of benchmarks/harness.py, discovered scripts, or NAME=script.py:--flag value")
 parser.add_argument("--steps", type=int, default=12)
 args = parser.parse_args()
 

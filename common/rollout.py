@@ -79,6 +79,9 @@ def completion_mask(completion_ids: torch.Tensor, eos: list[int]):
     return (positions[None] <= first[:, None]).long(), ~has_eos
 
 
+GENERATE_CALLS: list[int] = []  # completions per `generate` call in the current step (Run.steps clears it)
+
+
 @torch.no_grad()
 def generate(model, tok, prompt_ids, prompt_mask, num_generations: int, max_new_tokens: int,
              temperature: float = 1.0, do_sample: bool = True, bf16: bool = False, sampler: str = "lean"):
@@ -108,6 +111,7 @@ def generate(model, tok, prompt_ids, prompt_mask, num_generations: int, max_new_
         completion_ids = out[:, prompt_ids.size(1):]
     model.train(was_training)
     mask, truncated = completion_mask(completion_ids, eos)
+    GENERATE_CALLS.append(completion_ids.size(0))
     return completion_ids, mask, truncated
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import trange
 
+from common import rollout
 from common.loggers import Reporter, check_report_to
 
 # Flags that may differ between a run and its --resume: where it is written, how often it logs,
@@ -190,6 +191,7 @@ class Run:
         for step in self.bar:
             self.step, self._t_step, self._cpu_step = step, time.time(), time.process_time()
             self._t_lap = self._t_step
+            rollout.GENERATE_CALLS.clear()  # from here on, the calls are this step's (evaluations ran before)
             yield step
 
     def lap(self) -> float:
@@ -247,7 +249,8 @@ class Run:
         (and the tracker's copy), a checkpoint when due. `lengths` and `truncated` describe every
         completion generated this step; `metrics` must hold the update's tokens/trained."""
         a, step, done = self.args, self.step, self.step + 1
-        record = {"step": step, **metrics, "time/step": time.time() - self._t_step}
+        record = {"step": step, **metrics, "time/step": time.time() - self._t_step,
+                  "rollouts/generate_calls": len(rollout.GENERATE_CALLS)}  # rounds of generation, as they happened
         t = self.totals
         t["time/train_total"] += record["time/step"]
         t["time/train_cpu_total"] += time.process_time() - self._cpu_step  # CPU seconds: robust to a busy machine

@@ -59,6 +59,27 @@ def test_workload_counts_each_no_grad_pass_over_the_batch_once(tmp_path, cfg, pa
     assert w["F"] == pytest.approx(passes_seen * 400)  # old (and reference) log-probs: one pass over the 400 tokens each
 
 
+def test_workload_prices_the_generation_calls_the_runs_logged(tmp_path):
+    """GVM's pilot and its second call; a step that logged one call (no extra samples drawn) counts as one."""
+    cfg = {"script": "gvm_raft", "allocation": "gvm", "prompts_per_step": 4, "num_pilot": 2}
+    for calls, expected in ((None, [8, 56]), ([2, 2], [8, 56]), ([1, 1], [64]), ([1, 2], [8, 56])):
+        with open(tmp_path / "config.json", "w") as f:
+            json.dump(cfg, f)
+        with open(tmp_path / "metrics.jsonl", "w") as f:
+            for step in (1, 2):
+                r = {"rollouts/generated_total": 64 * step, "tokens/trained_total": 100 * step, "updates_total": step,
+                     "tokens/generated": 1000}
+                f.write(json.dumps(r if calls is None else {**r, "rollouts/generate_calls": calls[step - 1]}) + "\n")
+        assert cost_model.workload([harness.load(str(tmp_path))])["calls"] == expected, calls
+    with open(tmp_path / "config.json", "w") as f:  # a script that generates in two rounds: calls of half each
+        json.dump({"script": "rounds"}, f)
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for step in (1, 2):
+            f.write(json.dumps({"rollouts/generated_total": 64 * step, "tokens/trained_total": 100 * step,
+                                "updates_total": step, "tokens/generated": 1000, "rollouts/generate_calls": 2}) + "\n")
+    assert cost_model.workload([harness.load(str(tmp_path))])["calls"] == [32, 32]
+
+
 def write_run(path, seed, tau, steps=60, cpu_per_step=1.0, updates_per_step=1, reach=1.0, script="grpo", samples=4):
     """A compact run copy whose accuracy rises as reach * (0.9 - 0.3 exp(-step / tau)), evaluated every 5 steps."""
     acc = lambda s: reach * (0.9 - 0.3 * math.exp(-s / tau))  # noqa: E731

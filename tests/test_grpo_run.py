@@ -121,3 +121,10 @@ def test_grpo_learns_the_tiny_task(tiny_path, tmp_path):
     before, after = out["first_eval"], out["last_eval"]
     assert after["eval/sampled_acc"] >= before["eval/sampled_acc"] + 0.15, (before, after)
     assert after["eval/greedy_acc"] > before["eval/greedy_acc"], (before, after)
+
+
+def test_generation_calls_are_logged_per_step(tiny_path, tmp_path):
+    """One generation call per grpo.py step; the evaluations (which generate too) are not counted in it."""
+    import grpo
+    out = grpo.main(grpo.Args(model=tiny_path, output_dir=str(tmp_path), **dict(SMALL, max_steps=2, eval_every=1)))
+    assert [r["rollouts/generate_calls"] for r in records(out["run_dir"])] == [1, 1]
