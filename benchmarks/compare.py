@@ -456,9 +456,12 @@ def load_groups(methods, args, tag):
         if runs:
             groups[c] = runs
         base = baseline_of(c)
-        if c != base:
-            twin = [one(f"{base}_beside_{c}", s) for s in args.seeds]
-            if runs and all(twin) and [t["seed"] for t in twin] == [r["seed"] for r in runs]:
+        if c != base and runs:  # the baseline's runs made beside this config's, seed for seed: its twins, or its own
+            twin = [one(f"{base}_beside_{c}", r["seed"]) for r in runs]
+            if not all(twin):
+                twin = [one(base, r["seed"]) for r in runs]
+                twin = twin if all(t and t.get("beside") == c for t in twin) else [None]
+            if all(twin):
                 twins[c] = twin
     return groups, twins
 
@@ -536,7 +539,7 @@ def main(argv=None):
                  "same time), and are compared with that twin." if paired_cpu else
                  f"No config here ran beside its own seed of {base} (benchmarks/run_queue.py schedules that)."))
         body, primary = report(cmp, note)
-        lines += [f"## Against {base}" + (" (the defaults)" if base == "grpo" else " (a paper's setting and its baseline)"),
+        lines += [f"## Against {base}" + (" (the defaults)" if base == "grpo" else " (its own baseline)"),
                   ""] + body + ["", "### Statistical power", ""] + power(cmp, primary) + [""]
         all_claims += primary
         readme += [f"| {r['config']} | {base} | {AXIS_NAME[r['axis']]} | " + " | ".join(claim_cells(r)) + f" | {verdict(r)} |"
@@ -550,6 +553,11 @@ def main(argv=None):
     resolved = [r for r in all_claims if verdict(r).startswith("**")]
     head = ([f"**A quick trial, not the protocol** ({args.steps} steps, evaluation {args.eval_size} x {args.eval_num_samples}).", ""]
             if trial else [])
+    seeds = ", ".join(f"{lb} {len(runs)}" for lb, runs in groups.items())
+    paired = sorted(m for cmp in comparisons.values() for m in cmp.members[1:] if m in twins)
+    head += [f"{harness.machine()}, {args.steps} steps per run. Seeds per config: {seeds}. "
+             + (f"Seed for seed beside its baseline's same seed (benchmarks/run_queue.py): {', '.join(paired)}. "
+                if paired else "") + f"The full tables: [table.md](table.md).", ""]
     with open(os.path.join(args.out, "readme.md"), "w") as f:
         f.write("\n".join(head + [
             f"Each config against its baseline at {PRIMARY:.0%} of the baseline's peak accuracy; resolved = Holm-adjusted "

@@ -210,17 +210,23 @@ KEEP = ("step", "updates_total", "time/train_cpu_total", "rollouts/generated_tot
 
 
 def load(path):
-    """A run as {"path", "seed", "config", "records"}: a run folder (config.json + metrics.jsonl), or its compact
-    copy (a .jsonl whose first line is {"config": ...})."""
+    """A run as {"path", "seed", "config", "records", "beside"}: a run folder (config.json + metrics.jsonl), or its
+    compact copy (a .jsonl whose first line is {"config": ...}); "beside" names the config that ran beside it
+    (benchmarks/run_queue.py writes <folder>.beside), or is None."""
     if path.endswith(".jsonl"):
         with open(path) as f:
             lines = [json.loads(line) for line in f]
-        config, recs = lines[0]["config"], lines[1:]
+        config, recs, beside = lines[0]["config"], lines[1:], lines[0].get("beside")
     else:
         with open(os.path.join(path, "config.json")) as f:
             config = json.load(f)
         recs = records(path)
-    return {"path": path, "seed": config.get("seed"), "config": config, "records": recs}
+        try:
+            with open(path + ".beside") as f:
+                beside = f.read().strip() or None
+        except OSError:
+            beside = None
+    return {"path": path, "seed": config.get("seed"), "config": config, "records": recs, "beside": beside}
 
 
 def save(run, path):
@@ -228,7 +234,8 @@ def save(run, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     short = lambda v: float(f"{v:.6g}") if isinstance(v, float) else v  # noqa: E731
     with open(path + ".tmp", "w") as f:
-        f.write(json.dumps({"config": run["config"]}, separators=(",", ":")) + "\n")
+        head = {"config": run["config"], **({"beside": run["beside"]} if run.get("beside") else {})}
+        f.write(json.dumps(head, separators=(",", ":")) + "\n")
         for r in run["records"]:
             f.write(json.dumps({k: short(r[k]) for k in KEEP if k in r}, separators=(",", ":")) + "\n")
     os.replace(path + ".tmp", path)

@@ -276,3 +276,28 @@ def test_a_baseline_twin_made_beside_a_config_gives_its_paired_cpu_times(tmp_pat
     cpu = next(line for line in table.splitlines() if line.startswith("| cppo | CPU s |"))
     assert "| 1.50x [" in cpu  # 1.5x fewer updates at the same CPU per update as the twin beside it (not 1.5 / 1.3)
     assert "cppo ran seed for seed beside a twin of grpo" in table
+
+
+def test_twins_are_the_baseline_runs_made_beside_each_config(tmp_path):
+    """The first config paired with a seed ran beside the baseline's own run (recorded as "beside" in its copy), the
+    others beside a twin; a config still missing seeds uses its finished ones, and the readme says who was paired."""
+    import compare
+
+    for s in (0, 1):
+        write_run(tmp_path / "runs" / "grpo" / f"seed{s}.jsonl", s, 20)
+        write_run(tmp_path / "runs" / "cppo" / f"seed{s}.jsonl", s, 15, script="cppo")
+        write_run(tmp_path / "runs" / "grpo_beside_dgg" / f"seed{s}.jsonl", s, 20)
+    write_run(tmp_path / "runs" / "dgg" / "seed0.jsonl", 0, 25, script="dgg")  # seed 1 of dgg has not run yet
+    for s in (0, 1):  # mark the baseline's own runs as made beside cppo
+        path = tmp_path / "runs" / "grpo" / f"seed{s}.jsonl"
+        run = harness.load(str(path))
+        harness.save({**run, "beside": "cppo"}, str(path))
+    args = compare.argparse.Namespace(steps=60, eval_size=512, eval_num_samples=4, results=str(tmp_path / "none"),
+                                      out=str(tmp_path), seeds=[0, 1, 2])
+    groups, twins = compare.load_groups(["grpo", "cppo", "dgg"], args, "")
+    assert [r["seed"] for r in groups["dgg"]] == [0] and [t["seed"] for t in twins["dgg"]] == [0]
+    assert [t["path"] for t in twins["cppo"]] == [str(tmp_path / "runs" / "grpo" / f"seed{s}.jsonl") for s in (0, 1)]
+    compare.main(["--existing", "--methods", "cppo", "dgg", "--seeds", "0", "1", "--results", str(tmp_path / "none"),
+                  "--out", str(tmp_path)])
+    readme = (tmp_path / "readme.md").read_text()
+    assert "Seeds per config: grpo 2, cppo 2, dgg 1." in readme and "(benchmarks/run_queue.py): cppo, dgg." in readme
