@@ -557,7 +557,7 @@ def main(argv=None):
     paired = sorted(m for cmp in comparisons.values() for m in cmp.members[1:] if m in twins)
     head += [f"{harness.machine()}, {args.steps} steps per run. Seeds per config: {seeds}. "
              + (f"Seed for seed beside its baseline's same seed (benchmarks/run_queue.py): {', '.join(paired)}. "
-                if paired else "") + f"The full tables: [table.md](table.md).", ""]
+                if paired else ""), ""]
     with open(os.path.join(args.out, "readme.md"), "w") as f:
         f.write("\n".join(head + [
             f"Each config against its baseline at {PRIMARY:.0%} of the baseline's peak accuracy; resolved = Holm-adjusted "

@@ -231,43 +231,6 @@ def test_compare_trains_and_reports_end_to_end(tiny_path, tmp_path):
     assert os.path.isdir(tmp_path / "runs" / "grpo_steps3_eval8x4" / "seed0")  # a trial never mixes with protocol runs
 
 
-HAND_TABLE = """# A report
-
-## Against grpo (the defaults)
-
-| config | seeds | reached | updates to target | rollouts generated to target | tokens trained to target | CPU s to target | peak acc | AUC | speed-up in updates | speed-up in CPU time |
-|---|---|---|---|---|---|---|---|---|---|---|
-| grpo | 3 | 3/3 | 40 | 400 | 4000 | 40 | 0.9 | 0.8 | 1.00x | 1.00x |
-| fast | 3 | 2/3 | - | - | - | - | 0.9 | 0.8 | 2.00x [1.80-2.20]* | 1.10x [0.90-1.30] |
-
-| config | seed | updates | rollouts | tokens | CPU s | peak | AUC |
-|---|---|---|---|---|---|---|---|
-| grpo | seed0 | 40.0 | 400 | 4000 | 40.0 | 0.900 | 0.800 |
-| grpo | seed1 | 44.0 | 440 | 4400 | 44.0 | 0.900 | 0.800 |
-| grpo | seed2 | 36.0 | 360 | 3600 | 36.0 | 0.900 | 0.800 |
-| fast | seed0 | 20.0 | 200 | 2000 | 20.0 | 0.900 | 0.800 |
-| fast | seed1 | 22.0 | 220 | 2200 | 22.0 | 0.900 | 0.800 |
-| fast | seed2 | not reached | - | - | - | 0.800 | 0.700 |
-"""
-
-
-def test_reanalysis_keeps_the_censored_seed_and_pairs_the_seeds():
-    import reanalysis
-
-    sections = reanalysis.parse(HAND_TABLE)
-    assert sections["grpo"]["stars"] == {("fast", "updates")}
-    assert sections["grpo"]["configs"]["fast"][2] == (2, None)
-    curves = {"grpo": {"updates": [0, 60], "cpu_s": [0, 60]}, "fast": {"updates": [0, 60], "cpu_s": [0, 60]}}
-    rows = {r["axis"]: r for r in reanalysis.analyse(sections, curves)}
-    up = rows["updates"]
-    # log(40/20), log(44/22), log(36/60) = 0.693, 0.693, -0.511: of the 8 sign flips, |sum| >= 0.875 for 4
-    assert up["paired"] and up["p"] == pytest.approx(0.5) and up["reached"] == (3, 3, 2, 3)
-    assert up["adjusted"] == pytest.approx(1.0) and up["old_star"]  # Holm over the family of 2: 2 * 0.5
-    assert up["speedup"] == pytest.approx((40 * 44 * 36 / (20 * 22 * 60)) ** (1 / 3))
-    text = reanalysis.render(list(rows.values()), "table.md")
-    assert "**0 of the 1 claims the report marked resolved (*) survive**" in text
-
-
 def test_a_baseline_twin_made_beside_a_config_gives_its_paired_cpu_times(tmp_path):
     synthetic(tmp_path, range(5))
     for s in range(5):  # the queue's twin of grpo, run beside cppo: the same curve, the co-run's slower clock

@@ -234,15 +234,16 @@ def results_block(method: str, root: str) -> str:
     if not os.path.isfile(path):
         return f"No results yet: `{TABLE}` does not exist (`python benchmarks/compare.py` writes it).\n"
     lines = read(path).splitlines()
-    out, heading, i = [], None, 0
+    out, heading, caption, i = [], None, None, 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("#"):
-            heading, i = line.lstrip("#").strip(), i + 1
+            heading, caption, i = line.lstrip("#").strip(), None, i + 1
             continue
         is_table = (line.lstrip().startswith("|") and i + 1 < len(lines)
                     and re.fullmatch(r"\s*\|?[\s:|-]*-[\s:|-]*\|?\s*", lines[i + 1]))
         if not is_table:
+            caption = re.split(r": |\. |; | \(", line)[0].strip() or caption  # the sentence that introduces a table
             i += 1
             continue
         header, j = lines[i], i + 2
@@ -250,19 +251,15 @@ def results_block(method: str, root: str) -> str:
             j += 1
         rows = [r for r in lines[i + 2:j] if any(owns(method, bare(c)) for c in cells(r))]
         if rows and "seed" not in [bare(c).lower() for c in cells(header)]:
-            out += ([f"**{heading}**", ""] if heading else []) + [header, lines[i + 1]] + rows + [""]
+            # a comparison's section holds several tables: each is named by the sentence above it
+            label = f"{heading}: {caption}" if heading and caption and heading.startswith("Against") else heading
+            out += ([f"**{label}**", ""] if label else []) + [header, lines[i + 1]] + rows + [""]
         i = j
     link = f"[`{TABLE}`](../results/{os.path.basename(TABLE)})"
     if not out:
         return f"No row of {link} names this method's configs yet.\n"
     text = (f"Copied from {link} (`python benchmarks/compare.py` writes it; definitions of "
             "every column, per-seed rows and the statistics are there).\n\n" + "\n".join(out))
-    if "* = the interval" in read(path):  # a table from the earlier bootstrap rule: its stars claim too much
-        text = re.sub(r"(\d\])\*", r"\1", text) + (
-            "\nThese rows come from an earlier warm start and an earlier rule that starred a speed-up when a "
-            "bootstrap interval over 3-5 seeds excluded 1; the stars are removed here, because exact permutation "
-            "tests corrected for the number of comparisons resolve none of these differences "
-            "([re-analysis](../results/reanalysis.md)).\n")
     return text
 
 
