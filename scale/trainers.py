@@ -45,7 +45,7 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import nanstd, pad, use_adapter
+from trl.trainer.utils import get_config_model_id, nanstd, pad, use_adapter
 
 import cppo
 import d3s
@@ -60,6 +60,23 @@ TOKEN_MEAN_LOSSES = ("dapo", "cispo", "vespo")  # ... and these by num_items_in_
 def _check(ok: bool, message: str):
     if not ok:
         raise ValueError(message)
+
+
+def _method_args(trainer, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """GRPOTrainer's arguments with `args` (its third) a config of the trainer's method: for args=None, the method's
+    config with its defaults (GRPOTrainer would build a plain GRPOConfig, without the method's fields)."""
+    given = args[2] if len(args) > 2 else kwargs.get("args")
+    if given is None:
+        model = args[0] if args else kwargs.get("model")
+        name = (model if isinstance(model, str) else get_config_model_id(model.config)).split("/")[-1]
+        given = trainer.config_class(output_dir=f"{name}-{trainer.method.upper()}")
+        if len(args) > 2:
+            args = (*args[:2], given, *args[3:])
+        else:
+            kwargs = {**kwargs, "args": given}
+    _check(isinstance(given, trainer.config_class), f"{trainer.method}: args must be a {trainer.config_class.__name__} "
+                                                    f"(it carries the method's settings), got {type(given).__name__}")
+    return args, kwargs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,8 +148,6 @@ class DPPOConfig(GRPOConfig):
         _check(0 <= rate < 1 and 0 <= pool <= 1 and (rate == 0 or rate < pool),
                "dppo: completion_prune_rate must be in [0, completion_pool), completion_pool in [0, 1]")
         _check(self.completion_scope in ("group", "step"), f"dppo: unknown completion_scope {self.completion_scope!r}")
-        _check(self.beta == 0 or rate == 0, "dppo: beta > 0 needs completion_prune_rate 0 (the survivors' weights "
-                                            "scale the advantages, which TRL's KL term does not see)")
 
 
 @dataclass
@@ -177,17 +192,22 @@ class Selection:
     advantages: torch.Tensor  # one per kept row
     num_rows: float | None = None  # the row-mean losses' normaliser; None: the kept rows
     num_tokens: float | None = None  # the token-mean losses' normaliser; None: the kept rows' loss tokens
+    # A weight on each kept row's whole token loss, KL term included (DPPO's survivors); None: 1. Put the weight on
+    # the advantages too: the policy term is linear in A, so that part is exact there; the KL term gets the rest.
+    row_weights: torch.Tensor | None = None
 
 
 class SelectingGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that lets `select` choose the trained rows over the whole step, before the no-grad passes."""
 
     method = "grpo"
+    config_class = GRPOConfig
 
     def __init__(self, *args, **kwargs):
         for name in ("tools", "environment_factory", "rollout_func"):
             if kwargs.get(name):
                 raise ValueError(f"{self.method}: {name} is not supported by the plug-in (text, single-turn rollouts)")
+        args, kwargs = _method_args(self, args, kwargs)
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ the method's hooks
@@ -241,6 +261,9 @@ class SelectingGRPOTrainer(GRPOTrainer):
             out["tool_mask"] = (~is_pad).int().unsqueeze(1).expand_as(out["completion_mask"]).contiguous()
         local_adv = selection.advantages.to(device)[start:start + count]
         out["advantages"] = torch.cat([local_adv, local_adv.new_zeros(pads)])
+        if selection.row_weights is not None:
+            local_w = selection.row_weights.to(device, torch.float32)[start:start + count]
+            out["row_weights"] = torch.cat([local_w, local_w.new_zeros(pads)])
         self._no_grad_passes(out)
         out = self.after_passes(out, {**layout, "is_pad": is_pad})
 
@@ -356,9 +379,61 @@ class SelectingGRPOTrainer(GRPOTrainer):
         return ratio.masked_fill(outside, 0.0)
 
     def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
+        weights = inputs.get("row_weights")
+        if weights is None or self.beta == 0.0:
+            loss = super()._compute_loss(model, inputs)
+        else:
+            loss = self._loss_with_weighted_kl(model, inputs, weights)
         scale = inputs.get("loss_scale")
         return loss if scale is None else loss * scale
+
+    def _loss_with_weighted_kl(self, model, inputs, weights):
+        """TRL's loss with each row's KL term weighted as its advantage is: TRL adds beta x KL unweighted, so add
+        beta (w - 1) KL, on the policy's log-probs of this very forward, aggregated as TRL aggregates the loss."""
+        logps = []
+        forward = self._get_per_token_logps_and_entropies
+        own = self.__dict__.get("_get_per_token_logps_and_entropies")
+
+        def recording(*args, **kwargs):
+            result = forward(*args, **kwargs)
+            logps.append(result[0])
+            return result
+
+        self._get_per_token_logps_and_entropies = recording
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            if own is None:
+                del self._get_per_token_logps_and_entropies
+            else:
+                self._get_per_token_logps_and_entropies = own
+        logp, ref = logps[0], inputs["ref_per_token_logps"]
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        kl = torch.exp(ref - logp) - (ref - logp) - 1  # TRL's k3
+        if self.args.use_bias_correction_kl:
+            old = inputs.get("old_per_token_logps")
+            log_ratio = logp - (logp.detach() if old is None else old)
+            if self.importance_sampling_level == "sequence":
+                log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+            kl = kl * torch.exp(log_ratio)
+        return loss + self._aggregate(self.beta * (weights - 1).unsqueeze(1) * kl, mask, inputs)
+
+    def _aggregate(self, per_token: torch.Tensor, mask: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """A per-token term reduced as TRL 1.16's `_compute_loss` reduces the training loss of `self.loss_type`."""
+        ga = self.current_gradient_accumulation_steps
+        total = per_token * mask
+        if self.loss_type in ("grpo", "sapo"):
+            return (total.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / ga
+        if self.loss_type == "bnpo":
+            return total.sum() / mask.sum().clamp(min=1.0) / ga
+        if self.loss_type == "dr_grpo":
+            return total.sum() / (per_token.size(0) * self.max_completion_length) / ga
+        if self.loss_type in TOKEN_MEAN_LOSSES:
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            return total.sum() / (normalizer * ga / self.args.steps_per_generation)
+        if self.loss_type == "luspo":
+            return total.sum(-1).mean() / ga
+        raise RuntimeError(f"{self.method}: unknown loss_type {self.loss_type!r}")
 
     def _log_rewards(self, rewards_per_func, rewards, advantages, std_zero, prompts, completions):
         """The reward metrics TRL logs for a generation batch (the method's own come from `select`)."""
@@ -399,6 +474,7 @@ class PODSTrainer(SelectingGRPOTrainer):
     group_advantages when every row is scored; either multi_objective_aggregation)."""
 
     method = "pods"
+    config_class = PODSConfig
 
     def select(self, step):
         n, m = self.num_generations, self.args.num_keep
@@ -422,6 +498,7 @@ class CPPOTrainer(SelectingGRPOTrainer):
     step) is a choice of the generation batch: scale/train.py's --allocation."""
 
     method = "cppo"
+    config_class = CPPOConfig
 
     def select(self, step):
         advantages, P, scope = step.advantages.cpu(), step.num_processes, self.args.scope
@@ -450,6 +527,7 @@ class D3STrainer(SelectingGRPOTrainer):
     (max_steps - 1), with TRL's max_steps (set by max_steps or by the epochs)."""
 
     method = "d3s"
+    config_class = D3SConfig
 
     def ratios(self) -> tuple[float, float]:
         args, progress = self.args, self.state.global_step / max(self.state.max_steps - 1, 1)
@@ -497,12 +575,14 @@ class DPPOTrainer(SelectingGRPOTrainer):
     """DPPO (arXiv 2603.04135), completion level: `dppo.completion_weights` prunes completions of the low-|A|
     pool of each group (completion_scope "group") or of the whole step ("step") with probability q and
     weighs the survivors 1/(1 - q). Pruned rows are dropped before the no-grad passes; the survivors'
-    advantages carry the weights (exact for beta = 0: -min(rho wA, clip(rho) wA) = w x the clipped term),
-    and the normalisers stay dppo.py's draw-independent ones: every generated row ("grpo", "dr_grpo") and
+    advantages carry the weights (exact: -min(rho wA, clip(rho) wA) = w x the clipped term, w > 0) and, with
+    beta > 0, so does each survivor's KL term (`Selection.row_weights`), as dppo.py weighs the whole token loss;
+    the normalisers stay dppo.py's draw-independent ones: every generated row ("grpo", "dr_grpo") and
     every generated token ("dapo"). The random draw uses a generator seeded by (seed, step), identical on
     every process. Prompt-level pruning and packing need a sampler with history and TRL's batching: not here."""
 
     method = "dppo"
+    config_class = DPPOConfig
 
     def select(self, step):
         args, advantages = self.args, step.advantages.cpu()
@@ -515,7 +595,8 @@ class DPPOTrainer(SelectingGRPOTrainer):
         self._log("dppo/completions_kept", (weights > 0).float().mean().item())
         self._log("dppo/completions_pruned", (weights == 0).float().mean().item())
         kept_adv = (advantages[kept] * weights[kept]).to(step.advantages.device)
-        return Selection(kept, kept_adv, num_rows=advantages.numel(), num_tokens=float(step.loss_tokens.sum()))
+        return Selection(kept, kept_adv, num_rows=advantages.numel(), num_tokens=float(step.loss_tokens.sum()),
+                         row_weights=weights[kept])
 # === end DPPO ===
 
 
@@ -530,8 +611,10 @@ class DGGTrainer(GRPOTrainer):
     Not with DeepSpeed or FSDP (the lm_head gradient is sharded or held by the engine)."""
 
     method = "dgg"
+    config_class = DGGConfig
 
     def __init__(self, *args, **kwargs):
+        args, kwargs = _method_args(self, args, kwargs)
         super().__init__(*args, **kwargs)
         a = self.args
         self.gate = dgg.GradientGate(a.gate_window, a.gate_tau, a.gate_statistic, a.gate_scope)

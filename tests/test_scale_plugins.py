@@ -7,6 +7,7 @@ backward). The gradient the script clips is compared with the plug-in's, paramet
 Run as a script, this file is the worker of the two-process test (`accelerate launch`).
 """
 
+import copy
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ import dppo  # noqa: E402
 import pods  # noqa: E402
 from scale import trainers as T  # noqa: E402
 
-MODULES = {"pods": pods, "cppo": cppo, "d3s": d3s, "dppo": dppo}
+MODULES = {"pods": pods, "cppo": cppo, "d3s": d3s, "dppo": dppo, "dppo_kl": dppo}
 B, G, L = 4, 8, 32
 # The method's settings: (script flags, plug-in config fields, steps_per_generation). PODS keeps 3 of 8 with the
 # sequence-mean loss over 8 micro-steps: its 12 kept rows become 16 (4 padding rows), which loss_scale must undo.
@@ -36,7 +37,21 @@ CASES = {
     "cppo": (dict(prune_rate=0.5, allocation=False, beta=0.04), dict(prune_rate=0.5, beta=0.04), 2),
     "d3s": (dict(sample_ratio_start=0.5, token_ratio_start=0.5, beta=0.04), dict(sample_ratio_start=0.5, token_ratio_start=0.5, beta=0.04), 2),
     "dppo": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0), dict(completion_prune_rate=0.5, completion_pool=0.75), 2),
+    # beta > 0 with pruning: each survivor's KL term carries its weight, as dppo.py weighs the whole token loss
+    "dppo_kl": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0, beta=0.04), dict(completion_prune_rate=0.5, completion_pool=0.75, beta=0.04), 2),
 }
+
+
+def perturbed(model):
+    """The reference model moved off the policy by a fixed pattern (the same in the script and the plug-in): at the
+    first step the policy equals its copy, where the KL term and its gradient vanish and test nothing."""
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype) * 0.7 + i).view_as(p))
+    return model
+
+
+ORIGINAL_DEEPCOPY = copy.deepcopy
 
 
 def seeded_weights(advantages, rate, group_size, pool_fraction=0.75, generator=None):
@@ -75,6 +90,9 @@ def script_step(method, tiny_path, out_dir, monkeypatch):
     monkeypatch.setattr(module, "generate", fixed_generate)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", capture)
     monkeypatch.setattr(dppo, "completion_weights", seeded_weights)
+    # the scripts' reference is copy.deepcopy(model): perturbed here, as plugin_trainer perturbs TRL's ref_model
+    monkeypatch.setattr(copy, "deepcopy", lambda x, memo=None: (
+        perturbed(ORIGINAL_DEEPCOPY(x, memo)) if isinstance(x, torch.nn.Module) else ORIGINAL_DEEPCOPY(x, memo)))
     args = module.Args(model=tiny_path, max_steps=1, prompts_per_step=B, num_generations=G, max_completion_length=L,
                        eval_every=0, eval_size=2, eval_num_samples=0, save_every=0, log_samples_every=0,
                        output_dir=out_dir, run_name=method, micro_batch_size=8, **flags)
@@ -114,9 +132,13 @@ def plugin_trainer(method, tiny_path, out_dir, accumulation, num_processes=1, **
                     num_generations=G, max_completion_length=L, learning_rate=1e-4, lr_scheduler_type="constant",
                     bf16=False, use_cpu=True, report_to="none", save_strategy="no", use_bias_correction_kl=False, seed=0,
                     reward_weights=task.reward_weights)
-    cfg = T.CONFIGS[method](output_dir=out_dir, **{**settings, **CASES[method][1], **extra})
-    return T.TRAINERS[method](model=tiny_path, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
-                              train_dataset=Dataset.from_list(task.train[:8]))
+    name = method.split("_")[0]
+    cfg = T.CONFIGS[name](output_dir=out_dir, **{**settings, **CASES.get(method, CASES[name])[1], **extra})
+    trainer = T.TRAINERS[name](model=tiny_path, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
+                               train_dataset=Dataset.from_list(task.train[:8]))
+    if trainer.ref_model is not None:
+        perturbed(trainer.ref_model)
+    return trainer
 
 
 def plugin_step(trainer, batch, rank=0, num_processes=1):
@@ -156,7 +178,7 @@ def assert_same_gradient(script_grads, model, rtol=2e-4):
     assert sum(g.abs().sum() for g in script_grads) > 0
 
 
-@pytest.mark.parametrize("method", ["pods", "cppo", "d3s", "dppo"])
+@pytest.mark.parametrize("method", ["pods", "cppo", "d3s", "dppo", "dppo_kl"])
 def test_plugin_equals_script_on_the_same_batch(method, tiny_path, tmp_path, monkeypatch):
     """Loss and gradient of one step equal the script's; the no-grad passes saw only the kept rows (and padding),
     at the trained micro-batch size and the longest kept completion."""
@@ -175,6 +197,8 @@ def test_plugin_equals_script_on_the_same_batch(method, tiny_path, tmp_path, mon
     generated = {tuple(c) for c in batch[2]}
     # the reference pass (beta > 0; DPPO runs at beta 0) and D3S's entropies, nothing else
     assert len(passes) == {"dppo": 0, "d3s": 2}.get(method, 1)
+    if trainer.beta:
+        assert max(trainer._metrics["train"]["kl"]) > 1e-3  # the reference differs from the policy: KL acts
     for ids in passes:
         assert ids.size(0) == out["completion_ids"].size(0)  # kept rows and padding only
         assert ids.size(1) == out["prompt_ids"].size(1) + out["completion_ids"].size(1)
@@ -246,11 +270,33 @@ def test_error_paths(tiny_path, tmp_path):
     for cls, kwargs, message in [(T.PODSConfig, dict(num_keep=20), "num_keep"),
                                  (T.CPPOConfig, dict(scope="local"), "unknown scope"),
                                  (T.D3SConfig, dict(token_ratio_end=0), r"\(0, 1\]"),
-                                 (T.DPPOConfig, dict(beta=0.04), "beta > 0 needs"),
                                  (T.DGGConfig, dict(gate_window=1), "gate_window")]:
         with pytest.raises(ValueError, match=message):
             cls(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)
-    assert T.DPPOConfig(output_dir=str(tmp_path), use_cpu=True, beta=0.04, completion_prune_rate=0).beta == 0.04
+    assert T.DPPOConfig(output_dir=str(tmp_path), use_cpu=True, beta=0.04, completion_prune_rate=0.5).beta == 0.04
+
+
+def test_args_none_gives_the_methods_config(tiny_path, tmp_path, monkeypatch):
+    """args=None: the method's config with its defaults (GRPOTrainer alone would build a plain GRPOConfig, which
+    lacks the method's fields); a plain GRPOConfig is refused in one line."""
+    from datasets import Dataset
+    from trl import GRPOConfig
+    from trl.trainer.base_config import _BaseConfig
+
+    original = _BaseConfig.__post_init__
+
+    def on_cpu(self):  # TRL's configs default to bf16, which needs use_cpu on a machine without a GPU
+        self.use_cpu = True
+        original(self)
+
+    monkeypatch.setattr(_BaseConfig, "__post_init__", on_cpu)
+    monkeypatch.chdir(tmp_path)
+    reward, data = [lambda completions, **k: [0.0] * len(completions)], Dataset.from_list([{"prompt": "1 + 1"}] * 4)
+    trainer = T.PODSTrainer(tiny_path, reward, train_dataset=data)
+    assert type(trainer.args) is T.PODSConfig and trainer.args.num_keep == pods.Args.num_keep
+    assert os.path.basename(trainer.args.output_dir) == "tiny_model-PODS"
+    with pytest.raises(ValueError, match="^pods: args must be a PODSConfig .*, got GRPOConfig$"):
+        T.PODSTrainer(tiny_path, reward, GRPOConfig(output_dir=str(tmp_path)), train_dataset=data)
 
 
 def test_kl_mu2_decoupled_generation_and_vllm_stand_in(tiny_path, tmp_path):
