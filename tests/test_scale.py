@@ -63,7 +63,7 @@ def test_defaults_and_batch_geometry():
     (["--method", "pods", "--num_keepp", "4"], "unrecognized arguments: --num_keepp"),
     (["--method", "pods", "--num_keep", "1"], "num_keep must be in"),
     (["--method", "nope"], "unknown --method"),
-    (["--method", "dppo", "--beta", "0.04"], "beta > 0 needs"),
+    (["--method", "dppo", "--completion_prune_rate", "0.8"], r"completion_prune_rate must be in \[0, completion_pool\)"),
     (["--method", "grpo", "--prompts_per_step", "3", "--num_generations", "3"], None),
     (["--method", "grpo", "--learning_rate", "nan"], "finite"),
     (["--method", "pods", "--per_device_train_batch_size", "16", "--prompts_per_step", "4"], "not both"),
