@@ -450,6 +450,10 @@ class SelectingGRPOTrainer(GRPOTrainer):
             total, count = self.accelerator.gather(local).view(-1, 2).sum(0).tolist()
             metrics[name].append(total / max(count, 1))
         self._pending_metrics.clear()
+        # reward functions' log_extra columns, one value per local row; sorted so every process gathers in one order
+        for column in sorted(set(gather_object(list(self._pending_extra_logs)))):
+            values = self._pending_extra_logs.get(column, [None] * len(prompts))
+            self._logs["extra"][column].extend(gather_object(values))
         self._pending_extra_logs.clear()
         if self.log_completions:
             self._logs["prompt"].extend(gather_object(prompts))

@@ -118,7 +118,7 @@ def fixed_batch(seen, task_rows):
 # ---------------------------------------------------------------------------------------------
 # The plug-in's side
 # ---------------------------------------------------------------------------------------------
-def plugin_trainer(method, tiny_path, out_dir, accumulation, num_processes=1, **extra):
+def plugin_trainer(method, tiny_path, out_dir, accumulation, num_processes=1, reward_funcs=None, **extra):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -134,7 +134,7 @@ def plugin_trainer(method, tiny_path, out_dir, accumulation, num_processes=1, **
                     reward_weights=task.reward_weights)
     name = method.split("_")[0]
     cfg = T.CONFIGS[name](output_dir=out_dir, **{**settings, **CASES.get(method, CASES[name])[1], **extra})
-    trainer = T.TRAINERS[name](model=tiny_path, reward_funcs=task.reward_funcs, args=cfg, processing_class=tok,
+    trainer = T.TRAINERS[name](model=tiny_path, reward_funcs=reward_funcs or task.reward_funcs, args=cfg, processing_class=tok,
                                train_dataset=Dataset.from_list(task.train[:8]))
     if trainer.ref_model is not None:
         perturbed(trainer.ref_model)
@@ -206,6 +206,33 @@ def test_plugin_equals_script_on_the_same_batch(method, tiny_path, tmp_path, mon
     assert out["completion_mask"].sum(1).max() == out["completion_ids"].size(1)  # padding trimmed to the kept rows
     if method == "pods":
         assert out["completion_ids"].size(0) == 16 and int((out["tool_mask"].sum(1) == 0).sum()) == 4
+
+
+def test_reward_functions_log_extra_and_metric(tiny_path, tmp_path):
+    """TRL's reward-function hooks reach the logs through the plug-in: log_extra's column (one value per generated
+    row, in row order) and log_metric's mean."""
+    from common.tasks import load_task
+
+    task = load_task("add", eval_size=2)
+
+    def logging_reward(completions, log_extra, log_metric, **kwargs):
+        log_extra("chars", [len(c[0]["content"]) for c in completions])
+        log_metric("custom/rows", float(len(completions)))
+        return [0.0] * len(completions)
+
+    trainer = plugin_trainer("cppo", tiny_path, str(tmp_path), 2, reward_funcs=[*task.reward_funcs, logging_reward],
+                             reward_weights=[*task.reward_weights, 0.0])
+    rows = task.train[:B]
+    prompt_ids = trainer.processing_class([trainer.processing_class.apply_chat_template(r["prompt"], tokenize=False,
+                                           add_generation_prompt=True) for r in rows])["input_ids"]
+    texts = [f"{'x' * (i % 5)}<answer>{i}</answer>" for i in range(B * G)]
+    completion_ids = [trainer.processing_class(t)["input_ids"] + [trainer.processing_class.eos_token_id] for t in texts]
+    batch = ([r for r in rows for _ in range(G)], [prompt_ids[i // G] for i in range(B * G)], completion_ids,
+             [[{"role": "assistant", "content": t}] for t in texts])
+    plugin_step(trainer, batch)
+    assert list(trainer._logs["extra"]["chars"]) == [len(t) for t in texts]
+    assert trainer._metrics["train"]["custom/rows"] == [float(B * G)]
+    assert not trainer._pending_extra_logs and not trainer._pending_metrics
 
 
 def test_d3s_keeps_the_scripts_tokens(tiny_path, tmp_path):
