@@ -284,6 +284,9 @@ def neutral_classes(method: str):
 
     cls = dataclasses.make_dataclass(f"Neutral{config.__name__}", reset + neutral, bases=(config,),
                                      namespace={"__post_init__": __post_init__})
+    # A module attribute, so that pickle finds the class by name (dataloader workers and deep copies pickle args)
+    cls.__module__ = __name__
+    globals()[cls.__name__] = cls
     return trainer, cls
 
 
@@ -467,7 +470,9 @@ trainer and config. Hub models and datasets are local stand-ins (TRL's tiny-mode
 weights, Qwen2's BPE cut to 8192 ranks; the zen dataset from TRL's own generator script; the cases that
 hard-code Qwen token ids get full-vocabulary stand-ins). Every trainer stops after the runner's step cap.
 A cell: pass; fail with the first error line; refused with the plug-in's one-line refusal; skip with the
-reason (an extra that is not installed, or no stand-in for that hub id).
+reason (an extra that is not installed, or no stand-in for that hub id). The snapshot's tests need not
+match the installed TRL: a case that fails on plain `GRPOTrainer` too tests behaviour that differs
+between the two, not a plug-in; what measures a plug-in is its column against the plain one.
 """
 
 
