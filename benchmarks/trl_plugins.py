@@ -1,16 +1,17 @@
 """The TRL plug-ins (scale/) against the reference scripts: a learning curve, and step times. Needs the extra:
 pip install -r requirements-scale.txt. Never run by the tests.
 
-    python benchmarks/trl_plugins.py curve --seeds 0 1 2        # PODS: pods.py vs TRL, 1 and 2 processes
+    python benchmarks/trl_plugins.py curve --seeds 0               # every plug-in vs its script, 1 and 2 processes
+    python benchmarks/trl_plugins.py curve --methods pods --seeds 0 1 2
     python benchmarks/trl_plugins.py step_time --steps 12       # plug-ins vs plain GRPOTrainer, 1 process
 
-curve: the tiny task, PODS with pods.py's defaults (16 prompts, n = 16, keep m = 8, 60 steps, lr 1e-4,
-micro-batches of 64), held-out sampled pass@1 (512 problems x 4 samples, common.rollout.evaluate)
-every 5 steps (harness.EVAL_FLAGS), for pods.py (harness.run, so the runs are shared with benchmarks/compare.py) and for
-`scale/train.py --method pods` in one process and in two (accelerate, gloo), the same seeds, one
-thread per process. Same objective, same batch sizes; not the same prompt stream (TRL's sampler
-shuffles with its own seed) nor the same random draws, so the curves agree in behaviour, not
-number for number. Writes benchmarks/results/trl_pods_curve.md.
+curve: the tiny task, each method with its script's defaults (60 steps; PODS: 16 prompts, n = 16, keep
+m = 8), held-out sampled pass@1 (512 problems x 4 samples, common.rollout.evaluate) every 5 steps
+(harness.EVAL_FLAGS), for the script (harness.run, so the runs are shared with benchmarks/compare.py) and
+for `scale/train.py --method <method>` in one process and in two (accelerate, gloo), the same seeds, one
+thread per process. Same objective, same batch sizes; not the same prompt stream (TRL's sampler shuffles
+with its own seed) nor the same random draws, so the curves agree in behaviour, not number for number.
+Writes benchmarks/results/trl_curves.md (a table per method).
 
 step_time: one process, the same tiny model and step (16 prompts, 128 completions trained), the
 median of TRL's logged `step_time` after the warm-up steps:
@@ -67,30 +68,41 @@ def accuracy_by_step(run_dir):
     return points
 
 
-def curve(seeds, steps, results=RESULTS):
+PLUGINS = ("pods", "cppo", "d3s", "dppo", "dgg")
+
+
+def curve(methods, seeds, steps, results=RESULTS):
     from concurrent.futures import ThreadPoolExecutor
 
-    runs = {"pods.py": lambda s: harness.run("pods", s, steps, results),
-            "TRL plug-in, 1 process": lambda s: trl_run("trl_pods_1proc", s, ["--method", "pods", *EVAL], 1, steps, results),
-            "TRL plug-in, 2 processes": lambda s: trl_run("trl_pods_2proc", s, ["--method", "pods", *EVAL], 2, steps, results)}
     os.makedirs(results, exist_ok=True)
-    # Two single-process runs at a time, or one two-process run: one thread per process on 2 cores.
-    with ThreadPoolExecutor(2) as pool:
-        dirs = {label: [pool.submit(runs[label], s) for s in seeds] for label in list(runs)[:2]}
-        dirs = {label: [f.result() for f in futures] for label, futures in dirs.items()}
-    dirs[list(runs)[2]] = [runs[list(runs)[2]](s) for s in seeds]
-    curves = {label: [accuracy_by_step(d) for d in ds] for label, ds in dirs.items()}
-    points = sorted(set.intersection(*(set(c) for cs in curves.values() for c in cs)))
-    lines = [f"PODS on the tiny task (16 prompts, n = 16, m = 8, lr 1e-4), held-out sampled pass@1, mean over "
-             f"seeds {', '.join(map(str, seeds))} (min-max). {harness.machine()}.", "",
-             "| steps | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
-    for p in points:
-        cells = [f"{statistics.mean(c[p] for c in cs):.3f} ({min(c[p] for c in cs):.3f}-{max(c[p] for c in cs):.3f})"
-                 for cs in curves.values()]
-        lines.append(f"| {p} | " + " | ".join(cells) + " |")
-    peaks = [f"{label}: {max(statistics.mean(c[p] for c in cs) for p in points):.3f}" for label, cs in curves.items()]
-    lines += ["", "Peak of the mean curve: " + "; ".join(peaks) + "."]
-    return "\n".join(lines)
+    sections = [f"Each TRL plug-in against its script on the tiny task, the script's defaults, {steps} steps, held-out "
+                f"sampled pass@1 (512 problems x 4 samples), mean over seeds {', '.join(map(str, seeds))} (min-max). "
+                f"{harness.machine()}.", "",
+                f"Command: `python benchmarks/trl_plugins.py curve --methods {' '.join(methods)} --seeds "
+                f"{' '.join(map(str, seeds))}`"]
+    for method in methods:
+        runs = {f"{method}.py": lambda s, m=method: harness.run(m, s, steps, results),
+                "TRL plug-in, 1 process": lambda s, m=method: trl_run(f"trl_{m}_1proc", s, ["--method", m, *EVAL], 1,
+                                                                 steps, results),
+                "TRL plug-in, 2 processes": lambda s, m=method: trl_run(f"trl_{m}_2proc", s, ["--method", m, *EVAL], 2,
+                                                                   steps, results)}
+        # Two single-process runs at a time, then the two-process runs: one thread per process on 2 cores.
+        labels = list(runs)
+        with ThreadPoolExecutor(2) as pool:
+            futures = {label: [pool.submit(runs[label], s) for s in seeds] for label in labels[:2]}
+            dirs = {label: [f.result() for f in fs] for label, fs in futures.items()}
+        dirs[labels[2]] = [runs[labels[2]](s) for s in seeds]
+        curves = {label: [accuracy_by_step(d) for d in ds] for label, ds in dirs.items()}
+        points = sorted(set.intersection(*(set(c) for cs in curves.values() for c in cs)))
+        lines = ["", f"## {method}", "", "| steps | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+        for p in points:
+            cells = [f"{statistics.mean(c[p] for c in cs):.3f} ({min(c[p] for c in cs):.3f}-{max(c[p] for c in cs):.3f})"
+                     for cs in curves.values()]
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        last = [f"{label}: {statistics.mean(c[points[-1]] for c in cs):.3f}" for label, cs in curves.items()]
+        lines += ["", f"At step {points[-1]}: " + "; ".join(last) + "."]
+        sections += lines
+    return "\n".join(sections)
 
 
 STEP_CONFIGS = {
@@ -124,7 +136,8 @@ def step_time(steps, warmup, results=RESULTS):
         rows.append(f"| {name} | {medians[name]:.3f} | {min(times):.3f} - {max(times):.3f} | "
                     f"{g['rows_generated_per_process']} / {g['rows_trained']} |")
     return "\n".join([f"TRL 1.16.0 GRPOTrainer and the plug-ins, one process, {torch.get_num_threads()} threads, "
-                      f"{steps - warmup} steps after {warmup} of warm-up. {harness.machine()}.", "", *rows, "",
+                      f"{steps - warmup} steps after {warmup} of warm-up. {harness.machine()}, idle machine.", "",
+                      f"Command: `python benchmarks/trl_plugins.py step_time --steps {steps} --warmup {warmup}`", "", *rows, "",
                       f"pods / grpo = {medians['pods'] / medians['grpo']:.2f}x, cppo / grpo = "
                       f"{medians['cppo'] / medians['grpo']:.2f}x, pods_m16 / grpo_g16 = "
                       f"{medians['pods_m16'] / medians['grpo_g16']:.2f}x (the plug-in's overhead), pods_kl / grpo_g16_kl = "
@@ -134,13 +147,14 @@ def step_time(steps, warmup, results=RESULTS):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["curve", "step_time"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=PLUGINS, default=list(PLUGINS), help="curve: the plug-ins to run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=None, help=f"curve: training steps ({harness.STEPS}); step_time: steps per config (12)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--results", default=RESULTS, help="where the runs and the table go")
     a = p.parse_args()
     if a.what == "curve":
-        text, path = curve(a.seeds, a.steps or harness.STEPS, a.results), os.path.join(a.results, "trl_pods_curve.md")
+        text, path = curve(a.methods, a.seeds, a.steps or harness.STEPS, a.results), os.path.join(a.results, "trl_curves.md")
     else:
         text, path = step_time(a.steps or 12, a.warmup, a.results), os.path.join(a.results, "trl_step_time.md")
     os.makedirs(a.results, exist_ok=True)
