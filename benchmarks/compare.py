@@ -555,9 +555,9 @@ def main(argv=None):
             if trial else [])
     seeds = ", ".join(f"{lb} {len(runs)}" for lb, runs in groups.items())
     paired = sorted(m for cmp in comparisons.values() for m in cmp.members[1:] if m in twins)
-    head += [f"{harness.machine()}, {args.steps} steps per run. Seeds per config: {seeds}. "
-             + (f"Seed for seed beside its baseline's same seed (benchmarks/run_queue.py): {', '.join(paired)}. "
-                if paired else ""), ""]
+    head += [f"{harness.machine()}, {args.steps} steps per run. Seeds per config: {seeds}."
+             + (f" Run in pairs, each seed at the same time as its baseline's run of that seed "
+                f"(benchmarks/run_queue.py): {', '.join(paired)}." if paired else ""), ""]
     with open(os.path.join(args.out, "readme.md"), "w") as f:
         f.write("\n".join(head + [
             f"Each config against its baseline at {PRIMARY:.0%} of the baseline's peak accuracy; resolved = Holm-adjusted "
