@@ -57,14 +57,26 @@ def trl_run(name, seed, flags, processes=1, steps=harness.STEPS, results=RESULTS
     return run_dir
 
 
-def accuracy_by_step(run_dir):
-    """{steps done: sampled accuracy} from a metrics.jsonl of either kind (eval/ at 0, eval_after/ later)."""
-    points = {}
+def steps_per_batch(run_dir) -> int:
+    """Optimizer steps per rollout batch: 1 for a script (one step = one batch) and for most TRL runs; a TRL
+    run reusing each generation batch (num_iterations, steps_per_generation > gradient accumulation, as DGG's
+    K passes) takes several."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        flags = json.load(f).get("flags")
+    if not flags:
+        return 1
+    return flags["num_iterations"] * flags["steps_per_generation"] // flags["gradient_accumulation_steps"]
+
+
+def accuracy_by_batch(run_dir):
+    """{rollout batches done: sampled accuracy} from a metrics.jsonl of either kind (eval/ at 0, eval_after/ later);
+    a TRL run's evaluations between two rollout batches are left out."""
+    points, per = {}, steps_per_batch(run_dir)
     for r in harness.records(run_dir):
         if "eval/sampled_acc" in r:
             points[0] = r["eval/sampled_acc"]
-        if "eval_after/sampled_acc" in r:
-            points[r["step"] + 1] = r["eval_after/sampled_acc"]
+        if "eval_after/sampled_acc" in r and (r["step"] + 1) % per == 0:
+            points[(r["step"] + 1) // per] = r["eval_after/sampled_acc"]
     return points
 
 
@@ -76,8 +88,9 @@ def curve(methods, seeds, steps, results=RESULTS):
 
     os.makedirs(results, exist_ok=True)
     sections = [f"Each TRL plug-in against its script on the tiny task, the script's defaults, {steps} steps, held-out "
-                f"sampled pass@1 (512 problems x 4 samples), mean over seeds {', '.join(map(str, seeds))} (min-max). "
-                f"{harness.machine()}.", "",
+                f"sampled pass@1 (512 problems x 4 samples) after each number of rollout batches, "
+                + (f"mean over seeds {', '.join(map(str, seeds))} (min-max). " if len(seeds) > 1 else f"seed {seeds[0]}. ")
+                + f"{harness.machine()}.", "",
                 f"Command: `python benchmarks/trl_plugins.py curve --methods {' '.join(methods)} --seeds "
                 f"{' '.join(map(str, seeds))}`"]
     for method in methods:
@@ -92,15 +105,20 @@ def curve(methods, seeds, steps, results=RESULTS):
             futures = {label: [pool.submit(runs[label], s) for s in seeds] for label in labels[:2]}
             dirs = {label: [f.result() for f in fs] for label, fs in futures.items()}
         dirs[labels[2]] = [runs[labels[2]](s) for s in seeds]
-        curves = {label: [accuracy_by_step(d) for d in ds] for label, ds in dirs.items()}
+        curves = {label: [accuracy_by_batch(d) for d in ds] for label, ds in dirs.items()}
         points = sorted(set.intersection(*(set(c) for cs in curves.values() for c in cs)))
-        lines = ["", f"## {method}", "", "| steps | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+        lines = ["", f"## {method}", "", "| rollout batches | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
         for p in points:
-            cells = [f"{statistics.mean(c[p] for c in cs):.3f} ({min(c[p] for c in cs):.3f}-{max(c[p] for c in cs):.3f})"
+            cells = [f"{statistics.mean(c[p] for c in cs):.3f}" + (
+                     f" ({min(c[p] for c in cs):.3f}-{max(c[p] for c in cs):.3f})" if len(seeds) > 1 else "")
                      for cs in curves.values()]
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
         last = [f"{label}: {statistics.mean(c[points[-1]] for c in cs):.3f}" for label, cs in curves.items()]
-        lines += ["", f"At step {points[-1]}: " + "; ".join(last) + "."]
+        lines += ["", f"After {points[-1]} rollout batches: " + "; ".join(last) + "."]
+        per = steps_per_batch(dirs[labels[1]][0])
+        if per > 1:
+            lines[-1] += (f" The plug-in takes {per} optimizer steps (TRL's steps) per rollout batch, so its {steps} "
+                          f"steps are {steps // per} batches; the script's {steps} steps are {steps} batches.")
         sections += lines
     return "\n".join(sections)
 
