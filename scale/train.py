@@ -455,5 +455,16 @@ def main(argv: list[str] | None = None, callbacks: list | None = None) -> dict:
     return {"run_dir": run_dir, "geometry": geometry, "trainer": trainer}
 
 
+def close_process_group():
+    """Tear down the process group before the interpreter exits: left to exit, gloo's threads can abort the
+    process after training finished ("terminate called without an active exception")."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    close_process_group()

@@ -258,3 +258,4 @@ if __name__ == "__main__":  # the worker of test_two_processes_through_the_launc
         if rank == 0:
             with open(os.path.join(out_dir, f"{method}_rows.json"), "w") as f:
                 json.dump({"0": everyone[0], "1": everyone[1]}, f)
+    train.close_process_group()
