@@ -28,7 +28,7 @@ import dppo  # noqa: E402
 import pods  # noqa: E402
 from scale import trainers as T  # noqa: E402
 
-MODULES = {"pods": pods, "cppo": cppo, "d3s": d3s, "dppo": dppo, "dppo_kl": dppo}
+MODULES = {"pods": pods, "cppo": cppo, "d3s": d3s, "dppo": dppo, "dppo_kl": dppo, "dppo_kl_dapo": dppo}
 B, G, L = 4, 8, 32
 # The method's settings: (script flags, plug-in config fields, steps_per_generation). PODS keeps 3 of 8 with the
 # sequence-mean loss over 8 micro-steps: its 12 kept rows become 16 (4 padding rows), which loss_scale must undo.
@@ -39,6 +39,8 @@ CASES = {
     "dppo": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0), dict(completion_prune_rate=0.5, completion_pool=0.75), 2),
     # beta > 0 with pruning: each survivor's KL term carries its weight, as dppo.py weighs the whole token loss
     "dppo_kl": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0, beta=0.04), dict(completion_prune_rate=0.5, completion_pool=0.75, beta=0.04), 2),
+    # the same with a token-mean loss: the added KL term is reduced as TRL reduces that loss_type
+    "dppo_kl_dapo": (dict(completion_prune_rate=0.5, completion_pool=0.75, prompt_prune_rate=0.0, max_train_samples=0, beta=0.04, loss_type="dapo"), dict(completion_prune_rate=0.5, completion_pool=0.75, beta=0.04, loss_type="dapo"), 2),
 }
 
 
@@ -178,7 +180,7 @@ def assert_same_gradient(script_grads, model, rtol=2e-4):
     assert sum(g.abs().sum() for g in script_grads) > 0
 
 
-@pytest.mark.parametrize("method", ["pods", "cppo", "d3s", "dppo", "dppo_kl"])
+@pytest.mark.parametrize("method", ["pods", "cppo", "d3s", "dppo", "dppo_kl", "dppo_kl_dapo"])
 def test_plugin_equals_script_on_the_same_batch(method, tiny_path, tmp_path, monkeypatch):
     """Loss and gradient of one step equal the script's; the no-grad passes saw only the kept rows (and padding),
     at the trained micro-batch size and the longest kept completion."""
