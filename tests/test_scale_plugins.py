@@ -443,5 +443,6 @@ def worker(tiny_path, out_dir, methods):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     worker(sys.argv[1], sys.argv[2], sys.argv[3:])
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()  # before exit: gloo's threads can abort a process left to tear them down
+    from scale.train import close_process_group
+
+    close_process_group()
