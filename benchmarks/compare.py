@@ -13,8 +13,10 @@ GRPO baseline (PAPER_BASELINE, added automatically). benchmarks/run_queue.py sch
 pairs (each seed beside its baseline's same seed); its baseline twins are used here where they exist.
 
 The rule (benchmarks/stats.py): a speed-up is *resolved* only when its Holm-adjusted p is below 0.05 over
-its table's family; the test is an exact permutation test on log values, paired (sign flips) where both
-configs ran the same seeds, since the same seed draws the same prompt stream. The primary family is every
+its table's family; the test is an exact permutation test on log values, paired (sign flips) over the seeds
+both configs ran, since the same seed draws the same prompt stream; CPU seconds pair a config's seed only
+with the baseline twin that ran beside it. A seed one side lacks is left out of the pairs (the test never
+falls back to unpaired because a run is unfinished); with no seed in common it is unpaired. The primary family is every
 config's cost to 95% of its baseline's peak on updates and CPU seconds, plus its paper's own axis (DGG:
 rollouts generated; GVM: rollout steps and rollouts). 90% and 100% of the peak are shown beside it.
 
@@ -143,6 +145,11 @@ def fmt_cell(mean, lo, hi, digits=3):
     return f"{mean:.{digits}f}" + (f" [{lo:.{digits}f}-{hi:.{digits}f}]" if lo == lo else "")
 
 
+def cpu_per_update(run):
+    last = run["records"][-1]
+    return last["time/train_cpu_total"] / max(last["updates_total"], 1)
+
+
 def summary(runs):
     """Per-step costs of one config: medians over all steps after the first of every seed (wall seconds as
     logged), and per seed the run's own CPU seconds per step and per optimizer update."""
@@ -150,12 +157,12 @@ def summary(runs):
     med = lambda key: statistics.median(r.get(key, 0.0) for r in recs)  # noqa: E731
     last = [run["records"][-1] for run in runs]
     steps = [len(run["records"]) for run in runs]
-    per_update = [r["time/train_cpu_total"] / max(r["updates_total"], 1) for r in last]
+    per_update = [cpu_per_update(run) for run in runs]
     return {"generate_s": med("time/generate"), "update_s": statistics.median(r.get("time/logps", 0) + r.get("time/update", 0) for r in recs),
             "tokens_trained_per_step": med("tokens/trained"),
             "rollouts_generated_per_step": statistics.mean(r["rollouts/generated_total"] / n for r, n in zip(last, steps)),
             "cpu_s_per_step": statistics.mean(r["time/train_cpu_total"] / n for r, n in zip(last, steps)),
-            "cpu_s_per_update": statistics.mean(per_update), "cpu_s_per_update_seeds": per_update}
+            "cpu_s_per_update": statistics.mean(per_update)}
 
 
 class Comparison:
@@ -171,9 +178,24 @@ class Comparison:
         self.twins = twins  # {config: the baseline's runs made beside it, seed for seed} (benchmarks/run_queue.py)
         self.seeds = {lb: [r["seed"] for r in runs] for lb, runs in self.runs.items()}
 
-    def target(self, idx, fraction):
-        """`fraction` of the peak of the baseline's mean curve over the seeds `idx` (any leading shape)."""
-        return fraction * self.base_acc[idx].mean(-2).max(-1)
+    def pairs(self, label, axis):
+        """(baseline runs, indices of `label`'s runs, paired) for one test. A seed that both have is a pair: the same
+        seed gives the same prompt stream. On the CPU axis the pair's baseline is the twin that ran beside this
+        config (same co-runner, same time) wherever the queue made one, and seeds without a twin are left out; on
+        the count axes any baseline run of that seed will do (a twin's curve is the same run's). With no seed in
+        common, the test is unpaired over every run. Pairing never depends on which other runs have finished."""
+        own = dict(zip(self.seeds[self.base], self.runs[self.base]))
+        twin = {r["seed"]: r for r in self.twins.get(label, [])}
+        by_seed = twin if axis == "cpu_s" and twin else {**twin, **own}
+        idx = [j for j, s in enumerate(self.seeds[label]) if s in by_seed]
+        if not idx:
+            return self.runs[self.base], list(range(len(self.runs[label]))), False
+        return [by_seed[self.seeds[label][j]] for j in idx], idx, True
+
+    def target(self, idx, fraction, acc=None):
+        """`fraction` of the peak of the baseline's mean curve over the seeds `idx` (any leading shape) of `acc`
+        ((seeds, evaluations); the baseline's own runs by default)."""
+        return fraction * (self.base_acc if acc is None else acc)[idx].mean(-2).max(-1)
 
     def costs(self, curves, targets, axis):
         """(values, reached) of every curve at `targets` (shape (...)), stacked on a last axis of runs."""
@@ -182,21 +204,21 @@ class Comparison:
 
     def claim(self, label, axis, fraction):
         """The test of `label` against the baseline on `axis` at `fraction` of the baseline's peak, with the target
-        re-derived from the resampled baseline seeds inside every bootstrap resample."""
-        paired = self.seeds[label] == self.seeds[self.base]
-        base_curves = self.pts[self.base]
-        if paired and label in self.twins:  # the baseline's twin ran beside this config: its CPU clock is the pair's
-            base_curves = [np.asarray(harness.curve(r), float) for r in self.twins[label]]
-        take = lambda a, idx: np.take_along_axis(a, idx, -1)  # noqa: E731
+        re-derived inside every bootstrap resample from the resampled baseline runs of the test itself (so a
+        paired test's target comes from its pairs)."""
+        base_runs, idx, paired = self.pairs(label, axis)
+        base_curves = [np.asarray(harness.curve(r), float) for r in base_runs]
+        curves = [self.pts[label][j] for j in idx]
+        acc = np.stack([p[:min(len(q) for q in base_curves), 4] for p in base_curves])  # (runs, evaluations)
+        take = lambda a, i: np.take_along_axis(a, i, -1)  # noqa: E731
 
         def resample(i, j):
-            t = self.target(i, fraction)
+            t = self.target(i, fraction, acc)
             bv, br = self.costs(base_curves, t, axis)
-            cv, cr = self.costs(self.pts[label], t, axis)
+            cv, cr = self.costs(curves, t, axis)
             return take(bv, i), take(br, i), take(cv, j), take(cr, j)
 
-        n_b, n_c = len(base_curves), len(self.pts[label])
-        bv, br, cv, cr = resample(np.arange(n_b), np.arange(n_c))
+        bv, br, cv, cr = resample(np.arange(len(base_curves)), np.arange(len(curves)))
         c = stats.claim(bv, cv, br, cr, paired=paired, resample=resample)
         return c and {**c, "config": label, "axis": axis, "fraction": fraction}
 
@@ -321,8 +343,8 @@ def power(cmp, primary):
                 continue
             b = base_sd.get(a, (sd, lo, hi))
             need = [stats.seeds_needed(((x ** 2 + y ** 2) / 2) ** 0.5) for x, y in zip((sd, lo, hi), b)]
-            paired = cmp.seeds[lb] == cmp.seeds[base]
-            best = min(1.0, m * stats.smallest_p(len(cmp.seeds[base]), len(v), paired))
+            _, idx, paired = cmp.pairs(lb, a)
+            best = min(1.0, m * stats.smallest_p(len(idx) if paired else len(cmp.seeds[base]), len(idx), paired))
             lines.append(f"| {lb} | {AXIS_NAME[a]} | {len(v)} | {sd:.3f} [{lo:.3f}-{hi:.3f}] | {best:.3f} "
                          f"| {need[0]} [{need[1]}-{need[2]}] |")
     diffs = [b - a for acc in cmp.base_acc for a, b in zip(acc[len(acc) // 2:], acc[len(acc) // 2 + 1:])]
@@ -334,7 +356,7 @@ def power(cmp, primary):
     return lines
 
 
-def break_even_points(groups, comparisons, costs, claims):
+def break_even_points(groups, comparisons, claims):
     """{label: (speed-up in updates, lo, hi, cost-per-update ratio, lo, hi)} for configs every seed of which reached
     the primary target; {label: 'k/n'} for the others (drawn as a note, never silently left out)."""
     points, missed = {}, {}
@@ -346,8 +368,9 @@ def break_even_points(groups, comparisons, costs, claims):
         if kb < nb or kc < nc:
             missed[lb] = f"{kc}/{nc} seeds reached"
             continue
-        b, c = np.asarray(costs[base]["cpu_s_per_update_seeds"]), np.asarray(costs[lb]["cpu_s_per_update_seeds"])
-        paired = r["paired"] and len(b) == len(c)
+        base_runs, idx, paired = comparisons[base].pairs(lb, "cpu_s")  # CPU per update beside the same co-runner
+        b = np.asarray([cpu_per_update(run) for run in base_runs])
+        c = np.asarray([cpu_per_update(groups[lb][j]) for j in idx])
         lo, hi = stats.bootstrap_interval(lambda i, j: c[j].mean(-1) / b[i].mean(-1), len(b), len(c), paired)
         points[lb] = (r["speedup"], *r["interval"], c.mean() / b.mean(), lo, hi)
     return points, missed
@@ -450,18 +473,19 @@ def load_groups(methods, args, tag):
                 return run
         return None
 
+    def own_beside(base, seed, c):
+        run = one(base, seed)
+        return run if run and run.get("beside") == c else None
+
     groups, twins = {}, {}
     for c in methods:
         runs = [r for s in args.seeds if (r := one(c, s))]
         if runs:
             groups[c] = runs
         base = baseline_of(c)
-        if c != base and runs:  # the baseline's runs made beside this config's, seed for seed: its twins, or its own
-            twin = [one(f"{base}_beside_{c}", r["seed"]) for r in runs]
-            if not all(twin):
-                twin = [one(base, r["seed"]) for r in runs]
-                twin = twin if all(t and t.get("beside") == c for t in twin) else [None]
-            if all(twin):
+        if c != base and runs:  # per seed, the baseline's run made beside this config's: its twin, or its own run
+            twin = [t for r in runs if (t := one(f"{base}_beside_{c}", r["seed"]) or own_beside(base, r["seed"], c))]
+            if twin:  # seeds without one are paired on the count axes only (Comparison.pairs)
                 twins[c] = twin
     return groups, twins
 
@@ -569,7 +593,7 @@ def main(argv=None):
             "|---|---|---|---|---|---|---|---|---|---|"] + readme) + "\n")
     try:
         not_drawn = plot_panels(groups, comparisons, os.path.join(args.out, "panels.png"))
-        plot_break_even(*break_even_points(groups, comparisons, costs, all_claims), os.path.join(args.out, "break_even.png"))
+        plot_break_even(*break_even_points(groups, comparisons, all_claims), os.path.join(args.out, "break_even.png"))
         if not_drawn:
             print(f"panels.png: not drawn: {', '.join(not_drawn)}", file=sys.stderr)
     except ImportError:

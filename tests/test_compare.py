@@ -147,6 +147,22 @@ def test_censored_seeds_are_counted_and_never_make_a_faster_claim(tmp_path):
     assert "| dgg | rollouts generated |" in table  # DGG is also tested on its paper's own axis
 
 
+def test_a_config_short_of_seeds_is_paired_on_the_seeds_it_has_and_its_cpu_only_with_its_twins(tmp_path):
+    """dgg has finished 9 of 10 seeds: its tests pair those 9 with grpo's same seeds, never an unpaired test against
+    all 10 (which would let one unfinished run move the whole family's Holm verdicts). cppo's CPU seconds pair only
+    with the 5 seeds whose twin ran beside it; its updates pair on all 10."""
+    synthetic(tmp_path, range(10))
+    os.remove(tmp_path / "runs" / "dgg" / "seed9.jsonl")
+    for s in range(5):  # twins beside cppo: the co-run's clock (1.3 CPU s per step, as cppo's)
+        write_run(tmp_path / "runs" / "grpo_beside_cppo" / f"seed{s}.jsonl", s, 20 + s, cpu_per_step=1.3)
+    table, _, _ = run_compare(tmp_path, range(10))
+    row = lambda c, a: next(line for line in table.splitlines() if line.startswith(f"| {c} | {a} |"))  # noqa: E731
+    assert "| 9/9, 9/9 | " in row("dgg", "updates") and "| paired | 0.0039 |" in row("dgg", "updates")  # 2 / 2^9
+    assert "| 10/10, 10/10 | " in row("cppo", "updates") and "| paired | 0.0020 |" in row("cppo", "updates")
+    cpu = row("cppo", "CPU s")  # the 5 twins' clock: 1.5x fewer updates at the same CPU per update
+    assert "| 5/5, 5/5 | 1.50x [" in cpu and "| paired | 0.0625 |" in cpu
+
+
 def test_greedy_accuracy_when_nothing_was_sampled_and_a_quick_trial_says_so(tmp_path):
     for s in (0, 1):
         write_run(tmp_path / "runs" / "grpo" / f"seed{s}.jsonl", s, 20, steps=10, samples=0)
