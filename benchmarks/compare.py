@@ -585,7 +585,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "readme.md"), "w") as f:
         f.write("\n".join(head + [
             f"Each config against its baseline at {PRIMARY:.0%} of the baseline's peak accuracy; resolved = Holm-adjusted "
-            "p < 0.05 over its table's family (exact permutation test on log costs, paired where seeds match). "
+            "p < 0.05 over its table's family (exact permutation test on log costs, paired over the seeds both ran). "
             + ("Resolved: " + "; ".join(f"{r['config']} {direction(r)} than {baseline_of(r['config'])} in "
                                          f"{AXIS_NAME[r['axis']]} ({r['speedup']:.2f}x, Holm p {r['adjusted']:.3f})"
                                          for r in resolved) + "." if resolved else "No claim is resolved."),
